@@ -1,0 +1,79 @@
+"""Atari 100k environments with the reference's preprocessing, as TorchRL environments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from torchrl.data import Unbounded
+from torchrl.envs import EnvBase, GymWrapper, default_info_dict_reader
+
+from torchrl_deltairis.envs.atari_wrappers import EpisodicLife, MaxAndSkip, NoopReset, PixelsDict, ResizeFrames
+
+ATARI_100K_GAMES = (
+    "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout",
+    "ChopperCommand", "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero",
+    "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert",
+    "RoadRunner", "Seaquest", "UpNDown",
+)  # fmt: skip
+
+
+def resolve_atari_id(name: str) -> str:
+    """Maps ``"Breakout"``, ``"breakout"`` or ``"BreakoutNoFrameskip-v4"`` to the reference's gym id
+    ``"BreakoutNoFrameskip-v4"``; anything else raises a ``ValueError`` listing the valid names."""
+    by_lower = {game.lower(): game for game in ATARI_100K_GAMES}
+    stem = name[: -len("NoFrameskip-v4")] if name.endswith("NoFrameskip-v4") else name
+    game = by_lower.get(stem.lower())
+    if game is None or (stem != name and stem != game):
+        valid = ", ".join(f"{g} / {g}NoFrameskip-v4" for g in ATARI_100K_GAMES)
+        raise ValueError(f"Unknown Atari 100k game or env id {name!r}. Valid names: {valid}")
+    return f"{game}NoFrameskip-v4"
+
+
+@dataclass
+class AtariConfig:
+    """One Atari environment (the reference's ``config/env/atari.yaml``, train side by default)."""
+
+    id: str = "BreakoutNoFrameskip-v4"  # a game of Atari 100k, by gym id or short name ("Breakout")
+    size: int = 64  # observations are size x size RGB, resized with PIL bilinear from each raw frame
+    max_episode_steps: int = 20_000  # time limit in *raw frames* (train 20,000; test 108,000)
+    noop_max: int = 30  # 1..noop_max no-op frames at reset (test: 1)
+    frame_skip: int = 4  # action repeat, max-pool over the last two frames
+    done_on_life_loss: bool = True  # single-life training episodes (test: False)
+    clip_reward: bool = False  # the reference never clips: rewards stay raw
+    repeat_action_probability: float = 0.0  # sticky actions: 0 as the reference, 0.25 for the v5 protocol
+
+
+def make_atari_gymnasium(cfg: AtariConfig, render_mode: str | None = None) -> gym.Env:
+    """The gymnasium env with the reference's wrappers, observations ``{"pixels": uint8 [3, H, W]}``."""
+    import ale_py  # noqa: F401  (ships the ROMs; imported here so Crafter-only users never load it)
+
+    gym.register_envs(ale_py)
+    if cfg.clip_reward:
+        raise ValueError("clip_reward=True is not supported: the reference trains on unclipped rewards")
+    env = gym.make(
+        resolve_atari_id(cfg.id),
+        repeat_action_probability=cfg.repeat_action_probability,
+        render_mode=render_mode,
+        disable_env_checker=True,
+    )
+    env = ResizeFrames(env, cfg.size)
+    env = gym.wrappers.TimeLimit(env, max_episode_steps=cfg.max_episode_steps)
+    env = NoopReset(env, cfg.noop_max)
+    env = MaxAndSkip(env, cfg.frame_skip)
+    if cfg.done_on_life_loss:
+        env = EpisodicLife(env)
+    return PixelsDict(env)
+
+
+def make_atari_env(cfg: AtariConfig | None = None, *, device: str | torch.device = "cpu", **overrides) -> EnvBase:
+    """A TorchRL Atari env: ``"pixels"`` uint8 [3, 64, 64], categorical ``"action"``, and the info key
+    ``"lives"``. Keyword overrides replace fields of ``cfg`` (e.g. ``make_atari_env(id="Pong")``)."""
+    cfg = cfg if cfg is not None else AtariConfig()
+    if overrides:
+        cfg = AtariConfig(**{**cfg.__dict__, **overrides})
+    resolve_atari_id(cfg.id)  # fail before building anything
+    env = GymWrapper(make_atari_gymnasium(cfg), categorical_action_encoding=True, device=device)
+    reader = default_info_dict_reader(["lives"], spec=[Unbounded((1,), dtype=torch.int64)])
+    return env.set_info_dict_reader(reader)
