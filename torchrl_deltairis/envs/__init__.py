@@ -3,7 +3,8 @@
 Every env yields ``"pixels"`` uint8 [3, 64, 64] and takes a categorical ``"action"`` (see
 ``torchrl_deltairis.keys``). ``make_env`` builds one from a config (a dataclass or a Hydra dict with
 an ``id``); ``make_batched_env`` runs N of them in TorchRL's ``ParallelEnv`` (or ``SerialEnv``) and
-adds the episode statistics the collector logs (``episode_reward``, ``step_count``).
+adds ``is_init`` (recurrent policies reset their state on it) and the episode statistics the
+collector logs (``episode_reward``, ``step_count``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 
 import torch
-from torchrl.envs import Compose, EnvBase, EnvCreator, ParallelEnv, RewardSum, SerialEnv, StepCounter, TransformedEnv
+from torchrl.envs import (
+    Compose,
+    EnvBase,
+    EnvCreator,
+    InitTracker,
+    ParallelEnv,
+    RewardSum,
+    SerialEnv,
+    StepCounter,
+    TransformedEnv,
+)
 
 from torchrl_deltairis.envs.atari import ATARI_100K_GAMES, AtariConfig, make_atari_env, resolve_atari_id
 from torchrl_deltairis.envs.crafter import (
@@ -85,7 +96,7 @@ def make_batched_env(
         lambda: make_env(typed, device=device))
     batched_cls = ParallelEnv if parallel else SerialEnv
     batched = batched_cls(num_envs, factory, device=device)
-    env = TransformedEnv(batched, Compose(StepCounter(), RewardSum()))
+    env = TransformedEnv(batched, Compose(InitTracker(), StepCounter(), RewardSum()))
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -1,0 +1,90 @@
+"""Exploration (per-env epsilon, temperature) and the collector over batched real envs."""
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.envs import ExplorationType, set_exploration_type
+
+from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
+from torchrl_deltairis.envs import AtariConfig, make_batched_env
+
+
+def _fixed_logits(logits: torch.Tensor) -> TensorDictModule:
+    return TensorDictModule(lambda pixels: logits.expand(*pixels.shape[:-3], -1), in_keys=["pixels"],
+                            out_keys=["logits"])
+
+
+def _obs(batch: int) -> TensorDict:
+    return TensorDict({"pixels": torch.zeros(batch, 3, 64, 64, dtype=torch.uint8)}, [batch])
+
+
+def test_epsilon_is_drawn_per_environment():
+    torch.manual_seed(0)
+    policy = ExplorationPolicy(4, _fixed_logits(torch.tensor([100.0, 0, 0, 0])), epsilon=0.5)
+    actions = torch.stack([policy(_obs(64))["action"] for _ in range(50)])  # [steps, envs]
+    random_share = (actions != 0).float().mean().item()
+    assert random_share == pytest.approx(0.5 * 3 / 4, abs=0.03)
+    # In a single vector step some envs explore and others do not (the reference used one coin).
+    mixed_steps = ((actions != 0).any(1) & (actions == 0).any(1)).float().mean().item()
+    assert mixed_steps == 1.0
+
+
+def test_temperature_scales_the_logits():
+    torch.manual_seed(0)
+    logits = torch.tensor([1.0, 0.0, 0.0, -1.0])
+    for temperature in (0.5, 1.0, 3.0):
+        policy = ExplorationPolicy(4, _fixed_logits(logits), epsilon=0.0, temperature=temperature)
+        actions = policy(_obs(20_000))["action"]
+        freqs = torch.bincount(actions, minlength=4).float() / actions.numel()
+        assert torch.allclose(freqs, torch.softmax(logits / temperature, -1), atol=0.015)
+
+
+def test_greedy_modes_and_uniform_first_epoch():
+    policy = ExplorationPolicy(4, _fixed_logits(torch.tensor([0.0, 0.0, 5.0, 0.0])), epsilon=0.3)
+    with set_exploration_type(ExplorationType.MODE):
+        assert (policy(_obs(256))["action"] == 2).all()
+    argmax = ExplorationPolicy(4, _fixed_logits(torch.tensor([0.0, 0.0, 5.0, 0.0])), epsilon=0.0,
+                               should_sample=False)
+    assert (argmax(_obs(256))["action"] == 2).all()
+
+    def never(_pixels):
+        raise AssertionError("the wrapped policy must not run when epsilon is 1")
+
+    uniform = ExplorationPolicy(4, TensorDictModule(never, in_keys=["pixels"], out_keys=["logits"]), epsilon=1.0)
+    torch.manual_seed(0)
+    counts = torch.bincount(uniform(_obs(8000))["action"], minlength=4)
+    assert counts.min() > 1800
+    with pytest.raises(ValueError, match="epsilon"):
+        ExplorationPolicy(4, epsilon=1.5)
+
+
+class _ListStore:
+    def __init__(self):
+        self.batches = []
+
+    def add_batch(self, td):
+        self.batches.append(td)
+
+
+def test_collector_batches_reset_envs_independently_and_carry_excess():
+    torch.manual_seed(0)
+    env = make_batched_env(AtariConfig(id="Breakout", noop_max=1), 2, seed=0, parallel=False)
+    store = _ListStore()
+    collector = EpisodeCollector(env, ExplorationPolicy(4, epsilon=1.0), store, steps_per_batch=50, progress=False)
+    stats = collector.collect(250)
+    assert stats.num_steps == 300 and collector.excess_steps == 50  # whole batches of 2 x 50
+    assert collector.collect(40).num_steps == 0  # covered by the excess
+    data = torch.cat([b for b in store.batches], dim=1)
+    assert data.batch_size == (2, 150)
+    done = data["next", "done"].squeeze(-1)
+    steps = data["next", "step_count"].squeeze(-1)
+    assert done[0].nonzero().squeeze(-1).tolist() != done[1].nonzero().squeeze(-1).tolist()
+    for env_id in range(2):
+        for t in done[env_id, :-1].nonzero().squeeze(-1).tolist():
+            assert steps[env_id, t + 1] == 1  # this env restarted on its own ...
+            other = 1 - env_id
+            if not done[other, t]:
+                assert steps[other, t + 1] == steps[other, t] + 1  # ... while the other went on
+    assert len(stats.returns) == int(done[:, :150].sum()) and all(length > 0 for length in stats.lengths)
+    collector.shutdown()

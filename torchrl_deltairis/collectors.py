@@ -1,0 +1,146 @@
+"""Real-environment collection: a TorchRL ``Collector`` writing into the episode store.
+
+``ExplorationPolicy`` turns any TorchRL policy that writes action ``"logits"`` into the reference's
+behaviour policy: sample at a temperature (or take the argmax), and, *independently for each
+environment*, replace the action by a uniform random one with probability epsilon (the reference
+draws one coin for the whole vector of envs, SPEC A.9.5; we fix that, SPEC C.2). With
+``epsilon = 1`` (the first epoch) the wrapped policy is not called at all.
+
+``EpisodeCollector`` runs a stock ``torchrl.collectors.Collector`` over a batched env, appends every
+batch to the store (the store tracks each env's ongoing episode), and reports finished episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase, ExplorationType, exploration_type
+from tqdm.auto import tqdm
+
+from torchrl_deltairis import keys
+
+
+class ExplorationPolicy(TensorDictModuleBase):
+    """Categorical sampling with temperature and per-env epsilon-random actions.
+
+    Args:
+        num_actions: size of the discrete action space.
+        policy: a TensorDict module writing ``logits_key`` ([*batch, num_actions]); ``None`` means a
+            uniform random policy.
+        epsilon: probability, drawn per environment and per step, of a uniform random action.
+        temperature: logits are divided by it before sampling (ignored when not sampling).
+        should_sample: sample from the logits (the reference's default), else take the argmax. Under
+            ``ExplorationType.MODE``/``DETERMINISTIC`` the argmax is taken and epsilon is ignored.
+    """
+
+    def __init__(self, num_actions: int, policy: TensorDictModuleBase | None = None, *, epsilon: float = 0.01,
+                 temperature: float = 1.0, should_sample: bool = True, logits_key: str = "logits",
+                 action_key: str = keys.ACTION):
+        super().__init__()
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.num_actions, self.policy = num_actions, policy
+        self.epsilon, self.temperature, self.should_sample = epsilon, temperature, should_sample
+        self.logits_key, self.action_key = logits_key, action_key
+        self.in_keys = list(policy.in_keys) if policy is not None else [keys.PIXELS]
+        self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), action_key]))
+
+    def _random_actions(self, td: TensorDictBase) -> torch.Tensor:
+        return torch.randint(self.num_actions, td.batch_size, device=td.device)
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        greedy = exploration_type() in (ExplorationType.MODE, ExplorationType.DETERMINISTIC)
+        if self.policy is None or (self.epsilon >= 1.0 and not greedy):
+            return td.set(self.action_key, self._random_actions(td))
+        td = self.policy(td)
+        logits = td.get(self.logits_key)
+        if logits.shape[-1] != self.num_actions:
+            raise ValueError(f"policy logits have {logits.shape[-1]} actions, expected {self.num_actions}")
+        if greedy or not self.should_sample:
+            action = logits.argmax(-1)
+        else:
+            action = torch.distributions.Categorical(logits=logits / self.temperature).sample()
+        if self.epsilon > 0 and not greedy:
+            explore = torch.rand(action.shape, device=action.device) < self.epsilon
+            action = torch.where(explore, self._random_actions(td), action)
+        return td.set(self.action_key, action)
+
+
+@dataclass
+class CollectionStats:
+    """What one ``collect`` call did: steps added and the episodes that finished during it."""
+
+    num_steps: int = 0
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    achievements: list[torch.Tensor] = field(default_factory=list)  # Crafter: bool [22] per episode
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        out: dict[str, float] = {f"{prefix}steps": float(self.num_steps), f"{prefix}episodes": float(len(self.returns))}
+        if self.returns:
+            out[f"{prefix}return_mean"] = float(torch.tensor(self.returns).mean())
+            out[f"{prefix}length_mean"] = float(torch.tensor(self.lengths, dtype=torch.float).mean())
+        return out
+
+
+class EpisodeCollector:
+    """Collects real steps with a TorchRL ``Collector`` and appends them to an episode store.
+
+    Args:
+        env: a batched env (batch size ``[num_envs]``), e.g. from ``make_batched_env``.
+        policy: the behaviour policy (usually an ``ExplorationPolicy``); it may be changed between
+            calls (its epsilon, its wrapped policy), since the collector runs it in this process.
+        store: anything with ``add_batch(td)`` taking ``[num_envs, T]`` batches (the episode store).
+        steps_per_batch: steps per env in one collector batch; a batch holds ``num_envs`` times that.
+    """
+
+    def __init__(self, env: EnvBase, policy: Callable, store, *, steps_per_batch: int = 64,
+                 storing_device: str | torch.device = "cpu", progress: bool = True):
+        if len(env.batch_size) != 1:
+            raise ValueError(f"expected a batched env with batch size [num_envs], got {tuple(env.batch_size)}")
+        self.env, self.policy, self.store, self.progress = env, policy, store, progress
+        self.num_envs = env.batch_size[0]
+        self.frames_per_batch = self.num_envs * steps_per_batch
+        self.collector = Collector(env, policy, frames_per_batch=self.frames_per_batch, total_frames=-1,
+                                   storing_device=storing_device, trust_policy=True,
+                                   auto_register_policy_transforms=False)
+        self._iterator: Iterator[TensorDictBase] | None = None
+        self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
+
+    def collect(self, num_steps: int, desc: str = "collect") -> CollectionStats:
+        """Collects at least ``num_steps - excess`` steps (whole batches), stores them, and returns
+        the statistics; the overshoot is carried over to the next call, as the reference does."""
+        stats = CollectionStats()
+        target = max(num_steps - self.excess_steps, 0)
+        if self._iterator is None:
+            self._iterator = iter(self.collector)
+        with tqdm(total=target, desc=desc, unit="step", disable=not self.progress, leave=False) as bar:
+            while stats.num_steps < target:
+                batch = next(self._iterator)
+                self.store.add_batch(batch)
+                self._record_episodes(batch, stats)
+                stats.num_steps += batch.numel()
+                bar.update(batch.numel())
+        self.excess_steps = stats.num_steps - target
+        return stats
+
+    @staticmethod
+    def _record_episodes(batch: TensorDictBase, stats: CollectionStats) -> None:
+        nxt = batch.get("next")
+        done = nxt.get(keys.DONE).squeeze(-1)
+        if not done.any():
+            return
+        stats.returns.extend(nxt.get("episode_reward")[done].squeeze(-1).tolist())
+        stats.lengths.extend(nxt.get("step_count")[done].squeeze(-1).tolist())
+        if keys.ACHIEVEMENTS in nxt.keys():
+            stats.achievements.extend(nxt.get(keys.ACHIEVEMENTS)[done].unbind(0))
+
+    def shutdown(self) -> None:
+        self.collector.shutdown()
