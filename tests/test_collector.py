@@ -88,3 +88,34 @@ def test_collector_batches_reset_envs_independently_and_carry_excess():
                 assert steps[other, t + 1] == steps[other, t] + 1  # ... while the other went on
     assert len(stats.returns) == int(done[:, :150].sum()) and all(length > 0 for length in stats.lengths)
     collector.shutdown()
+
+
+def test_collector_writes_real_episodes_into_the_store(tmp_path):
+    from torchrl_deltairis.data import EpisodeStore
+
+    torch.manual_seed(0)
+    env = make_batched_env(AtariConfig(id="Breakout", noop_max=1), 2, seed=0, parallel=False)
+    store = EpisodeStore(tmp_path / "store", capacity=1000)
+    seen = _ListStore()
+
+    class _Tee:  # records what the collector hands over, then stores it
+        def add_batch(self, td):
+            seen.add_batch(td.clone())
+            store.add_batch(td)
+
+    collector = EpisodeCollector(env, ExplorationPolicy(4, epsilon=1.0), _Tee(), steps_per_batch=40, progress=False)
+    stats = collector.collect(400)
+    collector.shutdown()
+    data = torch.cat(seen.batches, dim=1)  # [2, 200]
+    reopened = EpisodeStore(tmp_path / "store")
+    assert reopened.num_steps == 400 and reopened.num_episodes == store.num_episodes
+    finished = reopened.finished
+    assert int(finished.sum()) == len(stats.lengths)
+    assert sorted(reopened.lengths[finished].tolist()) == sorted(int(n) for n in stats.lengths)
+    # The first episode of env 0 is its first steps, frame for frame.
+    first_len = int(data["next", "done"][0].squeeze(-1).nonzero()[0])
+    episode = reopened.episode(0)
+    assert episode.batch_size == (first_len + 1,)
+    assert torch.equal(episode["pixels"], data["pixels"][0, : first_len + 1])
+    assert torch.equal(episode["action"], data["action"][0, : first_len + 1])
+    assert bool(episode["terminated"][-1]) and not episode["terminated"][:-1].any()
