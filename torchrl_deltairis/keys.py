@@ -33,8 +33,12 @@ Episode store (``torchrl_deltairis.data``), one row per real step, batch dims ``
 ``"step"``                     int64 []             index of the step inside its episode
 =============================  ==================  ==============================================
 
-Segments sampled from the store, batch dims ``[B, L]``: the store keys above (zeros on padding) plus
-``"mask_padding"`` bool [] (False on padding steps).
+Segments sampled from the store, batch dims ``[B, L]``: the store keys above (zeros on padding),
+``"mask_padding"`` bool [] (False on padding steps) and TorchRL's ``"index"`` int64 [] (the storage
+row; row 0 is the store's all-zero padding row). Frames stay uint8; models divide by 255.
+
+Collector batches also carry TorchRL's bookkeeping: ``"is_init"``, ``"step_count"``,
+``"episode_reward"`` (and their ``("next", ...)`` twins) and ``("collector", "traj_ids")``.
 """
 
 PIXELS = "pixels"
@@ -48,6 +52,7 @@ LIVES = "lives"
 EPISODE = "episode"
 STEP = "step"
 MASK_PADDING = "mask_padding"
+INDEX = "index"
 
 NEXT_PIXELS = ("next", PIXELS)
 NEXT_REWARD = ("next", REWARD)
