@@ -1,4 +1,5 @@
-"""Real environments as TorchRL envs: Crafter and the 26 Atari 100k games.
+"""Real environments as TorchRL envs: Crafter, the 26 Atari 100k games, and any gymnasium env with
+image observations and discrete actions (among them the shipped toy task ``Reach``).
 
 Every env yields ``"pixels"`` uint8 [3, 64, 64] and takes a categorical ``"action"`` (see
 ``torchrl_deltairis.keys``). ``make_env`` builds one from a config (a dataclass or a Hydra dict with
@@ -33,40 +34,55 @@ from torchrl_deltairis.envs.crafter import (
     crafter_success_rates,
     make_crafter_env,
 )
+from torchrl_deltairis.envs.generic import GymConfig, check_gym_id, make_gym_env
+from torchrl_deltairis.envs.reach import REACH_ID, Reach
 
 __all__ = [
     "ATARI_100K_GAMES", "AtariConfig", "CRAFTER_ACHIEVEMENTS", "CrafterConfig", "crafter_score",
-    "crafter_success_rates", "env_config", "make_atari_env", "make_batched_env", "make_crafter_env",
+    "crafter_success_rates", "env_config", "GymConfig", "make_gym_env", "Reach", "REACH_ID", "make_atari_env", "make_batched_env", "make_crafter_env",
     "make_env", "resolve_atari_id",
 ]  # fmt: skip
 
 
-def env_config(cfg: Mapping | AtariConfig | CrafterConfig) -> AtariConfig | CrafterConfig:
+EnvConfig = AtariConfig | CrafterConfig | GymConfig
+FAMILIES = {"atari": AtariConfig, "crafter": CrafterConfig, "gym": GymConfig}
+
+
+def env_config(cfg: Mapping | EnvConfig) -> EnvConfig:
     """Turns a config mapping (a Hydra ``env.train`` / ``env.test`` node) into the typed config of
-    its env family, chosen by ``id``. Unknown keys and unknown ids fail with the valid choices."""
-    if isinstance(cfg, (AtariConfig, CrafterConfig)):
+    its env ``family`` (``atari``, ``crafter`` or ``gym``; without it, ``id`` decides between Crafter
+    and Atari). Unknown families, keys and ids fail with the valid choices."""
+    if isinstance(cfg, (AtariConfig, CrafterConfig, GymConfig)):
         return cfg
     cfg = dict(cfg)
     env_id = str(cfg.get("id", ""))
-    kind = CrafterConfig if env_id.lower() == "crafter" else AtariConfig
-    if kind is AtariConfig:
-        try:
-            resolve_atari_id(env_id)
-        except ValueError as err:
-            raise ValueError(f"{err}, or crafter") from None
+    family = cfg.get("family") or ("crafter" if env_id.lower() == "crafter" else "atari")
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown env family {family!r}; valid families: {sorted(FAMILIES)}")
+    kind = FAMILIES[family]
     allowed = {f.name for f in fields(kind)}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"Unknown key(s) {unknown} for a {kind.__name__}; allowed keys: {sorted(allowed)}")
-    return kind(**cfg)
+    typed = kind(**cfg)
+    if family == "atari":
+        try:
+            resolve_atari_id(env_id)
+        except ValueError as err:
+            raise ValueError(f"{err}, or crafter (or family: gym for any gymnasium id)") from None
+    elif family == "gym":
+        check_gym_id(typed)
+    return typed
 
 
-def make_env(cfg: Mapping | AtariConfig | CrafterConfig, *, seed: int | None = None,
+def make_env(cfg: Mapping | EnvConfig, *, seed: int | None = None,
              device: str | torch.device = "cpu") -> EnvBase:
     """One TorchRL env from a config; ``seed`` (optional) seeds its episodes."""
     cfg = env_config(cfg)
     if isinstance(cfg, CrafterConfig):
         env = make_crafter_env(cfg, seed=seed, device=device)
+    elif isinstance(cfg, GymConfig):
+        env = make_gym_env(cfg, device=device)
     else:
         env = make_atari_env(cfg, device=device)
     if seed is not None:
@@ -75,7 +91,7 @@ def make_env(cfg: Mapping | AtariConfig | CrafterConfig, *, seed: int | None = N
 
 
 def make_batched_env(
-    cfg: Mapping | AtariConfig | CrafterConfig,
+    cfg: Mapping | EnvConfig,
     num_envs: int,
     *,
     seed: int | None = None,

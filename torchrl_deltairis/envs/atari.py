@@ -36,6 +36,7 @@ class AtariConfig:
     """One Atari environment (the reference's ``config/env/atari.yaml``, train side by default)."""
 
     id: str = "BreakoutNoFrameskip-v4"  # a game of Atari 100k, by gym id or short name ("Breakout")
+    family: str = "atari"
     size: int = 64  # observations are size x size RGB, resized with PIL bilinear from each raw frame
     max_episode_steps: int = 20_000  # time limit in *raw frames* (train 20,000; test 108,000)
     noop_max: int = 30  # 1..noop_max no-op frames at reset (test: 1)

@@ -31,6 +31,7 @@ class CrafterConfig:
     """One Crafter environment (the reference's ``config/env/crafter.yaml``)."""
 
     id: str = "crafter"  # only "crafter" is valid
+    family: str = "crafter"
     size: int = 64  # observation size in pixels (crafter's ``size``)
     max_episode_steps: int = 10_000  # crafter's ``length``: the time limit, reported as truncation
     reward: bool = True  # crafter's sparse achievement reward plus the +-0.1 health signal
