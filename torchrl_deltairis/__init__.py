@@ -2,3 +2,7 @@
 rebuilt on TorchRL."""
 
 __version__ = "0.1.0"
+
+from torchrl_deltairis.reference import load_reference_checkpoint  # noqa: E402
+
+__all__ = ["__version__", "load_reference_checkpoint"]

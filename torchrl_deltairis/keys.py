@@ -37,6 +37,9 @@ Segments sampled from the store, batch dims ``[B, L]``: the store keys above (ze
 ``"mask_padding"`` bool [] (False on padding steps) and TorchRL's ``"index"`` int64 [] (the storage
 row; row 0 is the store's all-zero padding row). Frames stay uint8; models divide by 255.
 
+Model-side keys: ``"tokens"`` int64 [B, T, K] (the K tokens of the transition t -> t+1, stored
+at step t; the last step's are dummies). The losses accept ``"pixels"`` as uint8 or as float in [0, 1].
+
 Collector batches also carry TorchRL's bookkeeping: ``"is_init"``, ``"step_count"``,
 ``"episode_reward"`` (and their ``("next", ...)`` twins) and ``("collector", "traj_ids")``.
 """
@@ -53,6 +56,7 @@ EPISODE = "episode"
 STEP = "step"
 MASK_PADDING = "mask_padding"
 INDEX = "index"
+TOKENS = "tokens"
 
 NEXT_PIXELS = ("next", PIXELS)
 NEXT_REWARD = ("next", REWARD)

@@ -1,0 +1,174 @@
+"""Seconds per training step of the tokenizer and the world model, beside the reference's (SPEC Part D).
+
+    python benchmarks/speed.py                          # both variants, fp32 and bf16 autocast
+    python benchmarks/speed.py --device cuda --json results/speed.json
+
+Work definitions of SPEC Part D, so that the numbers compare side by side: the shipped full-size
+Crafter / Atari configs (the manifests in tests/data hold them); synthetic uint8 frames and random
+actions; one step = loss + backward + gradient clipping at 10 + AdamW step. Tokenizer: 2 segments × 21
+frames. World model: 2 × 21 (Crafter) / 2 × 26 (Atari), its tokens computed by the frozen tokenizer
+inside the step (as the reference does). Median of 4 timed steps after 1 warm-up,
+``torch.set_num_threads(2)``. The reference figures were measured on the 2-thread CPU; compare them to
+CPU numbers only.
+
+Each configuration runs in two memory formats, which take turns step by step: ``contiguous`` executes
+exactly the reference's operations (a same-machine, same-load proxy for it) and ``channels_last`` stores
+the convolution weights NHWC. ``--wm-precomputed-tokens`` times the world-model step with its tokens
+given in the batch (rows ``world_model*``), i.e. without the tokenizer's encoder pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+
+from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "tests" / "data"
+# SPEC Part D: the reference's seconds per step on this machine's CPU (2 threads), fp32 / bf16 autocast.
+REFERENCE_SECONDS = {
+    ("crafter", "tokenizer"): (3.74, 1.11), ("crafter", "world_model"): (0.59, 0.33),
+    ("atari", "tokenizer"): (3.59, 0.98), ("atari", "world_model"): (0.77, 0.33),
+}
+SEQUENCE_LENGTH = {("crafter", "tokenizer"): 21, ("crafter", "world_model"): 21,
+                   ("atari", "tokenizer"): 21, ("atari", "world_model"): 26}
+WEIGHT_DECAY = {("crafter", "tokenizer"): 0.01, ("crafter", "world_model"): 0.01,
+                ("atari", "tokenizer"): 0.0, ("atari", "world_model"): 0.01}
+BATCH, MAX_GRAD_NORM, LR = 2, 10.0, 1e-4
+# channels_last puts the convolution weights (hence activations) in NHWC, which oneDNN / cuDNN prefer;
+# contiguous runs exactly the reference's layout and operations (a same-machine proxy for it).
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def synthetic_segments(num_actions: int, length: int, device: torch.device, seed: int = 0) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    td = TensorDict(
+        pixels=torch.randint(0, 256, (BATCH, length, 3, 64, 64), generator=g, dtype=torch.uint8),
+        action=torch.randint(0, num_actions, (BATCH, length), generator=g),
+        reward=torch.randint(-1, 2, (BATCH, length), generator=g).float(),
+        terminated=torch.zeros(BATCH, length, dtype=torch.bool),
+        mask_padding=torch.ones(BATCH, length, dtype=torch.bool), batch_size=[BATCH, length])
+    return td.to(device)
+
+
+class TrainingStep:
+    """One component's training step (loss + backward + clip + AdamW) on fixed synthetic data."""
+
+    def __init__(self, configs, variant: str, step: str, memory_format: str, device: torch.device,
+                 precomputed_tokens: bool = False) -> None:
+        torch.manual_seed(0)
+        models = DeltaIrisModels(configs).to(device, memory_format=MEMORY_FORMATS[memory_format])
+        key = (variant, step)
+        self.data = synthetic_segments(configs.tokenizer.num_actions, SEQUENCE_LENGTH[key], device)
+        if step == "tokenizer":
+            self.loss = TokenizerLoss(models.tokenizer, configs.tokenizer_loss).train()
+            self.params = list(models.tokenizer.parameters())
+        else:
+            models.tokenizer.eval()
+            if precomputed_tokens:  # tokens [B, T, K] given in the batch: the tokenizer leaves the step
+                x = self.data["pixels"].float() / 255
+                with torch.no_grad():
+                    tokens = models.tokenizer(x[:, :-1], self.data["action"][:, :-1], x[:, 1:]).tokens
+                self.data["tokens"] = torch.cat((tokens, tokens[:, -1:]), dim=1)
+            self.loss = WorldModelLoss(models.world_model, models.tokenizer, configs.world_model_loss).train()
+            self.params = list(models.world_model.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=LR, weight_decay=WEIGHT_DECAY[key])
+        self.device = device
+
+    def timed(self, bf16: bool) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = self.loss(self.data)
+            total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
+        device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False) -> list[dict]:
+    """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
+    step, so that a shared machine's load hits them alike."""
+    results = []
+    for variant in variants:
+        manifest = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())
+        configs = configs_from_reference(manifest["config"])
+        for step, precision in itertools.product(steps, precisions):
+            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens)
+                       for f in formats}
+            times: dict[str, list[float]] = {f: [] for f in formats}
+            for i in range(warmup + repeats):
+                for f, runner in runners.items():
+                    seconds = runner.timed(bf16=precision == "bf16")
+                    if i >= warmup:
+                        times[f].append(seconds)
+            del runners
+            ref = REFERENCE_SECONDS[(variant, step)][0 if precision == "fp32" else 1]
+            name = f"{step}*" if precomputed_tokens and step == "world_model" else step
+            for f in formats:
+                median = statistics.median(times[f])
+                results.append(dict(variant=variant, step=name, precision=precision, memory_format=f,
+                                    device=str(device), seconds_median=median, seconds_all=times[f],
+                                    reference_seconds_cpu=ref, speedup_vs_reference=ref / median))
+                print(f"  {variant:8s} {name:12s} {precision:5s} {f:14s} {median:7.3f} s "
+                      f"(reference {ref:.2f} s)", flush=True)
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    lines = ["| variant | step | precision | memory format | ours (s) | reference, Part D (s) "
+             "| reference / ours |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['step']} | {r['precision']} | {r['memory_format']} | "
+                     f"{r['seconds_median']:.3f} | {r['reference_seconds_cpu']:.2f} | "
+                     f"{r['speedup_vs_reference']:.2f}× |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--variants", nargs="+", default=["crafter", "atari"], choices=["crafter", "atari"])
+    parser.add_argument("--steps", nargs="+", default=["tokenizer", "world_model"],
+                        choices=["tokenizer", "world_model"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--memory-formats", nargs="+", default=["channels_last", "contiguous"],
+                        choices=list(MEMORY_FORMATS))
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
+    parser.add_argument("--wm-precomputed-tokens", action="store_true",
+                        help="world model: tokens precomputed outside the step (not SPEC Part D's "
+                             "definition; rows marked world_model*)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"device: {device} ({name}); torch {torch.__version__}", flush=True)
+    results = run(args.variants, args.steps, args.precisions, args.memory_formats, device, args.warmup,
+                  args.repeats, args.wm_precomputed_tokens)
+    print(format_table(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(device=str(device), device_name=name, torch=torch.__version__,
+                                             threads=args.threads, results=results), indent=2))
+
+
+if __name__ == "__main__":
+    main()
