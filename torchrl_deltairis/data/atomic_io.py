@@ -9,7 +9,8 @@ against a killed process).
 import json
 import os
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 
@@ -23,18 +24,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Replace ``path`` by ``data`` atomically."""
+def _replace_atomic(path: Path, write: Callable[[BinaryIO], object], fsync: bool) -> None:
+    """Writes a temporary file next to ``path`` with ``write``, then ``os.replace``s it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as file:
-        file.write(data)
+        write(file)
         file.flush()
         if fsync:
             os.fsync(file.fileno())
     os.replace(tmp, path)
     if fsync:
         fsync_path(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Replace ``path`` by ``data`` atomically."""
+    _replace_atomic(path, lambda file: file.write(data), fsync)
 
 
 def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
@@ -49,13 +55,4 @@ def read_json(path: Path) -> Any:
 
 def torch_save_atomic(obj: Any, path: Path, *, fsync: bool = True) -> None:
     """``torch.save`` that never leaves a truncated file behind (checkpoints, sampler counts)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as file:
-        torch.save(obj, file)
-        file.flush()
-        if fsync:
-            os.fsync(file.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fsync_path(path.parent)
+    _replace_atomic(path, lambda file: torch.save(obj, file), fsync)

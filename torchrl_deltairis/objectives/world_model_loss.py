@@ -94,7 +94,7 @@ class WorldModelLoss(LossModule):
         reward: NestedKey = keys.REWARD
         terminated: NestedKey = keys.TERMINATED
         mask_padding: NestedKey = keys.MASK_PADDING
-        tokens: NestedKey = "tokens"
+        tokens: NestedKey = keys.TOKENS
 
     tensor_keys: _AcceptedKeys
     default_keys = _AcceptedKeys
