@@ -64,10 +64,13 @@ def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None
     """Builds our configs from the reference's ``{tokenizer, world_model, actor_critic}`` config dict.
 
     ``num_actions`` overrides (or supplies, when the dict lacks it) the action count of all three models.
+    Both layouts of the actor-critic are read: the fixtures' flat one and the YAML's ``actor_critic.model``.
     The reference hard-codes the LSTM at 512 hidden units; ``actor_critic.lstm_dim`` overrides that.
     """
     try:
         tok, wm, ac = config["tokenizer"], config["world_model"], config["actor_critic"]
+        if "model" in ac:  # the reference's YAML nests the network under actor_critic.model
+            ac = {**{k: v for k, v in ac.items() if k != "model"}, **ac["model"]}
         tc = wm["transformer_config"]
         actions = {name: int(num_actions if num_actions is not None else d["num_actions"])
                    for name, d in (("tokenizer", tok), ("world_model", wm), ("actor_critic", ac))}
