@@ -1,0 +1,99 @@
+"""The Δ-IRIS epoch loop: collect → train each component in turn → checkpoint → log (SPEC A.7.1).
+
+Everything is built elsewhere (``factory.py``) and handed in; this file only loops. A ``Component``
+is one trained network with its loss (a TorchRL ``LossModule`` taking a segment batch), optimizer,
+segment buffer and schedule; the tokenizer, the world model and the actor-critic are three of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from tensordict import TensorDictBase
+from tqdm.auto import tqdm
+
+from torchrl_deltairis.optim import apply_gradients
+
+
+@dataclass
+class ComponentSchedule:
+    """When and how much a component trains (the reference's ``params.training.<component>``)."""
+
+    start_after_epochs: int = 0  # trains from epoch start_after_epochs + 1 on
+    steps_per_epoch: int = 500
+    steps_first_epoch: int | None = None  # replaces steps_per_epoch at epoch 1 only
+    grad_acc_steps: int = 1
+    max_grad_norm: float = 10.0
+
+    def steps_at(self, epoch: int) -> int:
+        if epoch <= self.start_after_epochs:
+            return 0
+        if epoch == 1 and self.steps_first_epoch is not None:
+            return self.steps_first_epoch
+        return self.steps_per_epoch
+
+
+@dataclass
+class Component:
+    """One trained network: ``loss(batch)`` returns weighted ``loss_*`` terms (summed here) and metrics."""
+
+    name: str
+    module: nn.Module  # what the optimizer trains (put in train mode while training, eval after)
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    sample: Callable[[], TensorDictBase]  # a segment batch [B, L] on the training device
+    increment_counts: Callable[[TensorDictBase], object]  # the sampler's per-episode visit counts
+    schedule: ComponentSchedule
+    bf16: bool = False  # bf16 autocast (tokenizer and world model, as the reference)
+    after_update: Callable[[], None] | None = None  # e.g. the actor-critic's target EMA update
+    skipped_updates: int = field(default=0, init=False)
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def train_epoch(self, epoch: int, device: torch.device, progress: bool = True) -> dict[str, float]:
+        """Runs this epoch's updates; returns the mean of every loss term and metric, ``<name>/...``."""
+        steps = self.schedule.steps_at(epoch)
+        if steps == 0:
+            return {}
+        self.module.train()
+        self.loss.train()
+        sums: dict[str, torch.Tensor] = {}
+        start, skipped_before = time.perf_counter(), self.skipped_updates
+        for _ in tqdm(range(steps), desc=f"epoch {epoch} {self.name}", disable=not progress, leave=False):
+            for _ in range(self.schedule.grad_acc_steps):
+                batch = self.sample()
+                with self.autocast(device):
+                    out = self.loss(batch)
+                    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+                (total / self.schedule.grad_acc_steps).backward()
+                for key, value in out.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+                if epoch > 1:  # as the reference: counts only move from the second epoch on
+                    self.increment_counts(batch)
+            if apply_gradients(self.optimizer, self.module.parameters(), self.schedule.max_grad_norm):
+                if self.after_update is not None:
+                    self.after_update()
+            else:
+                self.skipped_updates += 1
+        self.module.eval()
+        self.loss.eval()
+        n = steps * self.schedule.grad_acc_steps
+        metrics = {f"{self.name}/{k}": float(v) / n for k, v in sums.items()}
+        metrics[f"{self.name}/skipped_nonfinite_updates"] = float(self.skipped_updates - skipped_before)
+        metrics[f"{self.name}/seconds"] = time.perf_counter() - start
+        return metrics
+
+
+def train_components(components: Sequence[Component], epoch: int, device: torch.device,
+                     progress: bool = True) -> dict[str, float]:
+    """The tokenizer, then the world model, then the actor-critic, each on its own schedule."""
+    metrics: dict[str, float] = {}
+    for component in components:
+        metrics.update(component.train_epoch(epoch, device, progress))
+    return metrics
