@@ -119,3 +119,19 @@ def test_collector_writes_real_episodes_into_the_store(tmp_path):
     assert torch.equal(episode["pixels"], data["pixels"][0, : first_len + 1])
     assert torch.equal(episode["action"], data["action"][0, : first_len + 1])
     assert bool(episode["terminated"][-1]) and not episode["terminated"][:-1].any()
+
+
+def test_collection_summary_reports_crafter_success_rates_and_score():
+    from torchrl_deltairis.collectors import CollectionStats
+    from torchrl_deltairis.envs import CRAFTER_ACHIEVEMENTS
+
+    wood = CRAFTER_ACHIEVEMENTS.index("collect_wood")
+    first, second = torch.zeros(22, dtype=torch.bool), torch.zeros(22, dtype=torch.bool)
+    first[wood] = second[wood] = True
+    second[CRAFTER_ACHIEVEMENTS.index("wake_up")] = True
+    summary = CollectionStats(num_steps=10, returns=[1.0, 2.0], lengths=[4, 6],
+                              achievements=[first, second]).summary("train/")
+    assert summary["train/achievements/collect_wood"] == 100.0
+    assert summary["train/achievements/wake_up"] == 50.0
+    assert summary["train/crafter_score"] == pytest.approx((101 * 51) ** (1 / 22) - 1)
+    assert (summary["train/return_mean"], summary["train/length_mean"]) == (1.5, 5.0)

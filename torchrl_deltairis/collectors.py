@@ -23,6 +23,7 @@ from torchrl.envs import EnvBase, ExplorationType, exploration_type
 from tqdm.auto import tqdm
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.envs.crafter import CRAFTER_ACHIEVEMENTS, crafter_score, crafter_success_rates
 
 
 class ExplorationPolicy(TensorDictModuleBase):
@@ -87,6 +88,11 @@ class CollectionStats:
         if self.returns:
             out[f"{prefix}return_mean"] = float(torch.tensor(self.returns).mean())
             out[f"{prefix}length_mean"] = float(torch.tensor(self.lengths, dtype=torch.float).mean())
+        if self.achievements:  # Crafter: success rates (%) of this call's finished episodes, and the score
+            unlocked = torch.stack(self.achievements)
+            rates = crafter_success_rates(unlocked)
+            out.update({f"{prefix}achievements/{name}": float(r) for name, r in zip(CRAFTER_ACHIEVEMENTS, rates)})
+            out[f"{prefix}crafter_score"] = crafter_score(unlocked)
         return out
 
 

@@ -51,6 +51,7 @@ class Component:
     schedule: ComponentSchedule
     bf16: bool = False  # bf16 autocast (tokenizer and world model, as the reference)
     after_update: Callable[[], None] | None = None  # e.g. the actor-critic's target EMA update
+    prepare: Callable[[TensorDictBase], TensorDictBase] | None = None  # segments -> loss input (imagination)
     skipped_updates: int = field(default=0, init=False)
 
     def autocast(self, device: torch.device):
@@ -68,8 +69,9 @@ class Component:
         for _ in tqdm(range(steps), desc=f"epoch {epoch} {self.name}", disable=not progress, leave=False):
             for _ in range(self.schedule.grad_acc_steps):
                 batch = self.sample()
+                loss_input = self.prepare(batch) if self.prepare is not None else batch
                 with self.autocast(device):
-                    out = self.loss(batch)
+                    out = self.loss(loss_input)
                     total = sum(v for k, v in out.items() if k.startswith("loss_"))
                 (total / self.schedule.grad_acc_steps).backward()
                 for key, value in out.items():
@@ -97,3 +99,63 @@ def train_components(components: Sequence[Component], epoch: int, device: torch.
     for component in components:
         metrics.update(component.train_epoch(epoch, device, progress))
     return metrics
+
+
+@dataclass
+class CollectionSchedule:
+    """Real-environment collection per epoch (the reference's ``params.collection.train``)."""
+
+    num_steps: int = 10_000
+    num_steps_first_epoch: int = 100_000  # epoch 1 runs a uniform random policy
+    stop_after_epochs: int = 991  # later epochs train on the data collected so far
+    epsilon: float = 0.01  # from epoch 2 on
+
+    def steps_at(self, epoch: int) -> int:
+        if epoch > self.stop_after_epochs:
+            return 0
+        return self.num_steps_first_epoch if epoch == 1 else self.num_steps
+
+
+@dataclass
+class Trainer:
+    """collect → train components → evaluate (every ``eval_every`` epochs) → checkpoint → log.
+
+    ``save(epoch)`` writes the checkpoint; ``evaluate(epoch)`` returns test metrics; ``logger`` has
+    ``log(epoch, metrics)``. ``policy`` is the collector's ``ExplorationPolicy`` (its epsilon is set
+    per epoch: 1 in the first, the schedule's afterwards).
+    """
+
+    epochs: int
+    device: torch.device
+    collector: object
+    policy: object
+    collection: CollectionSchedule
+    components: Sequence[Component]
+    logger: object
+    save: Callable[[int], None]
+    evaluate: Callable[[int], dict[str, float]] | None = None
+    eval_every: int = 50
+    start_epoch: int = 1
+    progress: bool = True
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        steps = self.collection.steps_at(epoch)
+        if steps:
+            self.policy.epsilon = 1.0 if epoch == 1 else self.collection.epsilon
+            stats = self.collector.collect(steps, desc=f"epoch {epoch} collection")
+            metrics.update(stats.summary("collection/train/"))
+            metrics["collection/train/steps_per_second"] = stats.num_steps / max(time.perf_counter() - start, 1e-9)
+        metrics.update(train_components(self.components, epoch, self.device, self.progress))
+        if self.evaluate is not None and epoch % self.eval_every == 0:
+            metrics.update(self.evaluate(epoch))
+        self.save(epoch)
+        metrics["epoch_seconds"] = time.perf_counter() - start
+        self.logger.log(epoch, metrics)
+        return metrics
+
+    def run(self) -> None:
+        for epoch in tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
+                          total=self.epochs, disable=not self.progress):
+            self.run_epoch(epoch)
