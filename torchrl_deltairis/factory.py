@@ -1,7 +1,8 @@
-"""The one place where configs become objects (devices, envs, store, collector).
+"""The one place where configs become objects: devices, envs, store, collector, models, components.
 
 It reads the Hydra config laid out like the reference's (``env.train``, ``env.test``,
-``params.collection.*``); everything it builds is a plain object the caller wires together.
+``params.{common,collection,training,evaluation,tokenizer,world_model,actor_critic}``); everything it
+builds is a plain object handed to the ``Trainer``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
-from torchrl_deltairis.data import EpisodeStore
+from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 from torchrl_deltairis.envs import env_config, make_batched_env
+from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.optim import make_optimizer
+from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
+from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+COMPONENTS = ("tokenizer", "world_model", "actor_critic")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,6 +51,12 @@ def store_capacity(cfg: DictConfig) -> int:
     return int(steps + epochs * col.num_envs * col.steps_per_batch)
 
 
+def collection_schedule(cfg: DictConfig) -> CollectionSchedule:
+    col = cfg.params.collection.train
+    return CollectionSchedule(num_steps=col.config.num_steps, num_steps_first_epoch=col.config.num_steps_first_epoch,
+                              stop_after_epochs=col.stop_after_epochs, epsilon=col.config.epsilon)
+
+
 def make_train_collection(cfg: DictConfig, run_dir: Path, seed: int) -> tuple[EpisodeCollector, EpisodeStore]:
     """The training envs (``ParallelEnv`` of ``num_envs``), the store at ``run_dir/dataset/train``,
     and the collector, its policy uniform random (the first epoch's) until the actor is set."""
@@ -55,3 +67,44 @@ def make_train_collection(cfg: DictConfig, run_dir: Path, seed: int) -> tuple[Ep
                                temperature=col.config.temperature, should_sample=col.config.should_sample)
     collector = EpisodeCollector(env, policy, store, steps_per_batch=col.steps_per_batch)
     return collector, store
+
+
+def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:
+    """The three networks from ``params.{tokenizer,world_model,actor_critic}`` (the reference's layout)."""
+    configs = configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=num_actions)
+    return DeltaIrisModels(configs).to(device)
+
+
+def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:
+    t = cfg.params.training[name]
+    return ComponentSchedule(start_after_epochs=t.start_after_epochs, steps_per_epoch=t.steps_per_epoch,
+                             steps_first_epoch=t.get("steps_first_epoch"), grad_acc_steps=t.grad_acc_steps,
+                             max_grad_norm=t.max_grad_norm)
+
+
+def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
+                   store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, **kwargs) -> Component:
+    """A component sampling its own segments (``params.training.<name>``: length, batch, priority)."""
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; valid: {list(COMPONENTS)}")
+    t = cfg.params.training[name]
+    sampler = SegmentSampler(store, counts, name, t.sequence_length, can_sample_beyond_end=name != "actor_critic",
+                             alpha=t.priority_alpha, seed=seed + COMPONENTS.index(name))
+    buffer = make_segment_buffer(store, sampler, t.batch_num_samples)
+    kind = "adam" if name == "actor_critic" else "adamw"
+    optimizer = make_optimizer(module, lr=cfg.params.training.learning_rate, weight_decay=t.get("weight_decay", 0.0),
+                               kind=kind)
+    return Component(name=name, module=module, loss=loss, optimizer=optimizer,
+                     sample=lambda: buffer.sample().to(device), increment_counts=sampler.increment_counts,
+                     schedule=schedule_of(cfg, name), **kwargs)
+
+
+def make_model_components(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
+                          device: torch.device, seed: int) -> list[Component]:
+    """The tokenizer's and the world model's components (bf16 autocast, as the reference trains them)."""
+    bf16 = bool(cfg.params.training.get("bf16", True))
+    tokenizer_loss = TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss)
+    world_model_loss = WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)
+    return [make_component(cfg, "tokenizer", models.tokenizer, tokenizer_loss, store, counts, device, seed, bf16=bf16),
+            make_component(cfg, "world_model", models.world_model, world_model_loss, store, counts, device, seed,
+                           bf16=bf16)]
