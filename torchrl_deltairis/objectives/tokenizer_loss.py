@@ -105,7 +105,7 @@ class TokenizerLoss(LossModule):
         return [k.pixels, k.action, k.mask_padding]
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+        """No value estimator: nothing to forward (TorchRL calls this when keys are set)."""
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         k, w = self.tensor_keys, self.config

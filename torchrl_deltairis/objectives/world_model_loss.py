@@ -113,7 +113,7 @@ class WorldModelLoss(LossModule):
         return [k.pixels, k.action, k.reward, k.terminated, k.mask_padding]
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+        """No value estimator: nothing to forward (TorchRL calls this when keys are set)."""
 
     def _tokens(self, tensordict: TensorDictBase, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         tokens = tensordict.get(self.tensor_keys.tokens, None)
