@@ -126,6 +126,11 @@ class EpisodeStore:
         """(num_episodes,) bool: the episode's last stored step was terminated or truncated."""
         return self._index.finished.clone()
 
+    @property
+    def open_episodes(self) -> torch.Tensor:
+        """(num_env_rows,) int64: the episode each env row is still writing, -1 where none."""
+        return self._open_episode.clone()
+
     def is_finished(self, episode: int) -> bool:
         self._index.rows(episode)  # range check
         return bool(self._index.finished[episode])
