@@ -135,3 +135,20 @@ def test_collection_summary_reports_crafter_success_rates_and_score():
     assert summary["train/achievements/wake_up"] == 50.0
     assert summary["train/crafter_score"] == pytest.approx((101 * 51) ** (1 / 22) - 1)
     assert (summary["train/return_mean"], summary["train/length_mean"]) == (1.5, 5.0)
+
+
+def test_collect_episodes_starts_fresh_and_counts_finished_episodes():
+    torch.manual_seed(0)
+    env = make_batched_env({"family": "gym", "id": "torchrl_deltairis/Reach-v0"}, 2, seed=0, parallel=False)
+    store = _ListStore()
+    store.end_open_episodes = lambda: None
+    collector = EpisodeCollector(env, ExplorationPolicy(5, epsilon=1.0), store, steps_per_batch=4, progress=False)
+    collector.collect(6)
+    stats = collector.collect_episodes(5)
+    assert len(stats.returns) == len(stats.lengths) == 5 and all(1 <= n <= 8 for n in stats.lengths)
+    before = store.batches[0]
+    running = ~before["next", "done"][:, -1, 0]
+    assert running.any() and (before["next", "step_count"][:, -1, 0][running] > 0).all()  # mid-episode
+    after_reset = store.batches[1]  # the first batch of the test collection (collect(6) took one)
+    assert after_reset["step_count"][:, 0, 0].tolist() == [0, 0]  # both envs started a new episode
+    collector.shutdown()

@@ -105,13 +105,17 @@ class EpisodeCollector:
             calls (its epsilon, its wrapped policy), since the collector runs it in this process.
         store: anything with ``add_batch(td)`` taking ``[num_envs, T]`` batches (the episode store).
         steps_per_batch: steps per env in one collector batch; a batch holds ``num_envs`` times that.
+        before_collect: called as ``before_collect(num_envs, frame_shape, device)`` at the start of
+            every ``collect`` (e.g. :class:`torchrl_deltairis.policy.CollectBurnIn`).
     """
 
     def __init__(self, env: EnvBase, policy: Callable, store, *, steps_per_batch: int = 64,
-                 storing_device: str | torch.device = "cpu", progress: bool = True):
+                 storing_device: str | torch.device = "cpu", progress: bool = True,
+                 before_collect: Callable[[int, tuple[int, ...], torch.device], None] | None = None):
         if len(env.batch_size) != 1:
             raise ValueError(f"expected a batched env with batch size [num_envs], got {tuple(env.batch_size)}")
         self.env, self.policy, self.store, self.progress = env, policy, store, progress
+        self.before_collect = before_collect
         self.num_envs = env.batch_size[0]
         self.frames_per_batch = self.num_envs * steps_per_batch
         self.collector = Collector(env, policy, frames_per_batch=self.frames_per_batch, total_frames=-1,
@@ -124,6 +128,9 @@ class EpisodeCollector:
         """Collects at least ``num_steps - excess`` steps (whole batches), stores them, and returns
         the statistics; the overshoot is carried over to the next call, as the reference does."""
         stats = CollectionStats()
+        if self.before_collect is not None:
+            frame_shape = tuple(self.env.observation_spec[keys.PIXELS].shape[-3:])
+            self.before_collect(self.num_envs, frame_shape, self.env.device or torch.device("cpu"))
         target = max(num_steps - self.excess_steps, 0)
         if self._iterator is None:
             self._iterator = iter(self.collector)
@@ -135,6 +142,29 @@ class EpisodeCollector:
                 stats.num_steps += batch.numel()
                 bar.update(batch.numel())
         self.excess_steps = stats.num_steps - target
+        return stats
+
+    def collect_episodes(self, num_episodes: int, desc: str = "test episodes") -> CollectionStats:
+        """Fresh episodes on every env (the collector is reset, the store's running episodes are
+        ended), collected until ``num_episodes`` have finished (the test collection of an evaluation);
+        the statistics cover the first ``num_episodes`` to finish."""
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        self.collector.reset()
+        self.store.end_open_episodes()
+        self.excess_steps = 0
+        stats = CollectionStats()
+        if self._iterator is None:
+            self._iterator = iter(self.collector)
+        with tqdm(total=num_episodes, desc=desc, unit="episode", disable=not self.progress, leave=False) as bar:
+            while len(stats.returns) < num_episodes:
+                batch = next(self._iterator)
+                self.store.add_batch(batch)
+                before = len(stats.returns)
+                self._record_episodes(batch, stats)
+                stats.num_steps += batch.numel()
+                bar.update(min(len(stats.returns), num_episodes) - before)
+        del stats.returns[num_episodes:], stats.lengths[num_episodes:], stats.achievements[num_episodes:]
         return stats
 
     @staticmethod
