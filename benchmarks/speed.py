@@ -1,4 +1,5 @@
-"""Seconds per training step of the tokenizer and the world model, beside the reference's (SPEC Part D).
+"""Seconds per training step (tokenizer, world model, actor-critic) and imagination throughput, beside
+the reference's (SPEC Part D).
 
     python benchmarks/speed.py                          # both variants, fp32 and bf16 autocast
     python benchmarks/speed.py --device cuda --json results/speed.json
@@ -8,7 +9,9 @@ Crafter / Atari configs (the manifests in tests/data hold them); synthetic uint8
 actions; one step = loss + backward + gradient clipping at 10 + AdamW step. Tokenizer: 2 segments × 21
 frames. World model: 2 × 21 (Crafter) / 2 × 26 (Atari), its tokens computed by the frozen tokenizer
 inside the step (as the reference does). Median of 4 timed steps after 1 warm-up,
-``torch.set_num_threads(2)``. The reference figures were measured on the 2-thread CPU; compare them to
+``torch.set_num_threads(2)``. The actor-critic step and imagination (steps/s at batch 1, 16, 64, with
+the share of TorchRL/TensorDict overhead) are defined in ``benchmarks/speed_imagination.py``.
+The reference figures were measured on the 2-thread CPU; compare them to
 CPU numbers only.
 
 Each configuration runs in two memory formats, which take turns step by step: ``contiguous`` executes
@@ -29,6 +32,10 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+try:  # benchmarks/ is on sys.path when this file runs as a script
+    import speed_imagination
+except ImportError:  # imported as benchmarks.speed
+    from benchmarks import speed_imagination
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
@@ -129,6 +136,11 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     return results
 
 
+def _configs_for(variant: str):
+    manifest = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())
+    return configs_from_reference(manifest["config"])
+
+
 def format_table(results: list[dict]) -> str:
     lines = ["| variant | step | precision | memory format | ours (s) | reference, Part D (s) "
              "| reference / ours |", "|---|---|---|---|---|---|---|"]
@@ -143,8 +155,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--variants", nargs="+", default=["crafter", "atari"], choices=["crafter", "atari"])
-    parser.add_argument("--steps", nargs="+", default=["tokenizer", "world_model"],
-                        choices=["tokenizer", "world_model"])
+    all_steps = ["tokenizer", "world_model", "actor_critic", "imagination"]
+    parser.add_argument("--steps", nargs="+", default=all_steps, choices=all_steps)
+    parser.add_argument("--batches", nargs="+", type=int, default=None,
+                        help="imagination batch sizes (default 1 16 64, plus 256 1024 on a GPU)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--memory-formats", nargs="+", default=["channels_last", "contiguous"],
                         choices=list(MEMORY_FORMATS))
@@ -161,9 +175,17 @@ def main() -> None:
     device = torch.device(auto if args.device == "auto" else args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}", flush=True)
-    results = run(args.variants, args.steps, args.precisions, args.memory_formats, device, args.warmup,
+    model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
+    results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
                   args.repeats, args.wm_precomputed_tokens)
-    print(format_table(results))
+    batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
+    ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
+                                    args.repeats, batches, _configs_for)
+    if results:
+        print(format_table(results))
+    if ac_rows:
+        print(speed_imagination.format_table(ac_rows))
+    results += ac_rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dict(device=str(device), device_name=name, torch=torch.__version__,

@@ -42,6 +42,35 @@ at step t; the last step's are dummies). The losses accept ``"pixels"`` as uint8
 
 Collector batches also carry TorchRL's bookkeeping: ``"is_init"``, ``"step_count"``,
 ``"episode_reward"`` (and their ``("next", ...)`` twins) and ``("collector", "traj_ids")``.
+Imagination (``torchrl_deltairis.envs.imagination``) and the actor-critic (``torchrl_deltairis.policy``,
+``torchrl_deltairis.objectives.actor_critic_loss``), imagined trajectories ``[B, H]``:
+
+===================================  ==================  ========================================
+``("context", "pixels")``            uint8 [L+1, 3, H, W] reset input: real frames o_0..o_L (o_L is
+                                                          the start frame)
+``("context", "action")``            int64 [L]            reset input: a_0..a_{L-1}
+``("context", "mask_padding")``      bool [L+1]           optional reset input (padding is zeros)
+``"pixels"``, ``("next", "pixels")`` uint8 [3, 64, 64]    the decoded frames (exactly 1/255 steps)
+``("next", "reward")``               float32 [1]          predicted reward
+``("next", "terminated")``           bool [1]             predicted end (= ``("next", "done")``;
+                                                          ``truncated`` is always False)
+``"recurrent_state_h"`` / ``_c``     float32 [lstm_dim]   the policy LSTM's state before the step;
+                                                          its successor in ``("next", ...)``
+``"target_recurrent_state_h"``/``_c``  float32 [lstm_dim] the EMA target's state (t = 0 only)
+``"is_init"``                        bool [1]             real envs: a new episode starts (the LSTM
+                                                          state is zeroed)
+``"logits"``                         float32 [A]          action logits of the policy
+``"action_log_prob"``                float32 []           log π(a_t | ·) (sampling distribution)
+``"value_logits"``                   float32 [255] / [1]  critic head output
+``"state_value"``                    float32 [1]          the online critic's value (symexp of the
+                                                          two-hot expectation, or the scalar)
+``"target_state_value"``             float32 [1]          the EMA target critic's value: baseline
+                                                          and λ-return input; its ``("next", ...)``
+                                                          twin at t = H-1 is the bootstrap
+``("collector", "mask")``            bool []              True up to the first imagined end
+                                                          (included); TorchRL losses read it
+``"advantage"``, ``"value_target"``  float32 [1]          λ-return G_t − V_target, and G_t
+===================================  ==================  ========================================
 """
 
 PIXELS = "pixels"
@@ -67,3 +96,22 @@ NEXT_ACHIEVEMENTS = ("next", ACHIEVEMENTS)
 
 # What the episode store keeps per step (see the table above).
 STORE_KEYS = (PIXELS, ACTION, REWARD, TERMINATED, TRUNCATED, EPISODE, STEP)
+
+# Imagination and the actor-critic (see the table above).
+CONTEXT = "context"
+IS_INIT = "is_init"
+RECURRENT_STATE_H = "recurrent_state_h"
+RECURRENT_STATE_C = "recurrent_state_c"
+TARGET_RECURRENT_STATE_H = "target_recurrent_state_h"
+TARGET_RECURRENT_STATE_C = "target_recurrent_state_c"
+LOGITS = "logits"
+ACTION_LOG_PROB = "action_log_prob"
+VALUE_LOGITS = "value_logits"
+STATE_VALUE = "state_value"
+TARGET_STATE_VALUE = "target_state_value"
+ADVANTAGE = "advantage"
+VALUE_TARGET = "value_target"
+MASK = ("collector", "mask")
+CONTEXT_PIXELS = (CONTEXT, PIXELS)
+CONTEXT_ACTION = (CONTEXT, ACTION)
+CONTEXT_MASK_PADDING = (CONTEXT, MASK_PADDING)

@@ -7,7 +7,7 @@ Usage::
 Loads the fixture's config and reference-format weights into our models (eval mode), recomputes every
 output this project can compute from the fixture's inputs and prints one row per output key: the
 maximum absolute error and PASS / FAIL (exact for integer and bool outputs, ``atol = rtol = 1e-4`` for
-floats). Keys it cannot compute yet print ``not run``. The exit status is 0 only if every key passed.
+floats). Keys it cannot compute print ``not run``. The exit status is 0 only if every key passed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,18 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 
-from torchrl_deltairis import functional
+from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.modules import set_recurrent_mode
+
+from torchrl_deltairis import functional, keys
+from torchrl_deltairis.envs.imagination import ImaginationEnv, to_float_frames, to_uint8_frames
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.objectives.actor_critic_loss import (
+    ActorCriticLossConfig,
+    ImaginationActorCriticLoss,
+    imagine,
+)
+from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, load_reference_checkpoint
 
 __all__ = ["ParityRow", "compute_outputs", "run_parity", "flatten_outputs", "main"]
@@ -98,6 +108,7 @@ def compute_outputs(models: DeltaIrisModels, inputs: Mapping[str, torch.Tensor],
         sequence = models.world_model.burn_in_sequence(
             context_obs, context_act, models.tokenizer.burn_in(context_obs, context_act))
         out["imagination.burn_in_output_sequence"] = models.world_model(sequence, kv_cache=cache).output_sequence
+        out.update(_imagination_outputs(models, context_obs, context_act, fixture_outputs))
 
     ac = models.actor_critic.model.unroll(obs)
     out["actor_critic.logits_actions"] = ac.logits_actions
@@ -111,6 +122,53 @@ def compute_outputs(models: DeltaIrisModels, inputs: Mapping[str, torch.Tensor],
             value_bootstrap=lr["value_bootstrap"], gamma=training["gamma"], lambda_=training["lambda_"])
     if "two_hot.inputs" in fixture_outputs:
         out["two_hot"] = functional.two_hot(functional.symlog(fixture_outputs["two_hot.inputs"]))
+    return out
+
+
+def _imagination_outputs(models: DeltaIrisModels, context_obs: torch.Tensor, context_act: torch.Tensor,
+                         fixture_outputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """``imagination.*`` (the fixture's actions), ``ac_imagine.*`` and ``actor_critic.losses``: greedy
+    world model, the policy under ``ExplorationType.MODE``, values from the EMA target."""
+    training = models.configs.actor_critic_training
+    state_spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim, device=context_obs.device)
+    env = ImaginationEnv(models.tokenizer, models.world_model, sample=False, policy_state_spec=state_spec)
+    context = TensorDict({keys.PIXELS: to_uint8_frames(context_obs), keys.ACTION: context_act},
+                         batch_size=context_act.shape[:1])
+    out: dict[str, torch.Tensor] = {}
+    actions = fixture_outputs.get("imagination.actions")
+    if actions is not None:
+        steps = []
+        td = env.reset(TensorDict({keys.CONTEXT: context}, batch_size=context.batch_size))
+        for t in range(actions.size(1)):
+            td = env.step(td.set(keys.ACTION, actions[:, t]))
+            steps.append(td.get("next").clone(False))
+            td = env.step_mdp(td)
+        nxt = torch.stack(steps, dim=1)
+        out["imagination.actions"] = actions
+        out["imagination.frames"] = to_float_frames(nxt.get(keys.PIXELS))
+        out["imagination.rewards"] = nxt.get(keys.REWARD)[..., 0]
+        out["imagination.dones"] = nxt.get(keys.DONE)[..., 0]
+    if "imagination_horizon" not in training:
+        return out
+    config = ActorCriticLossConfig(gamma=training["gamma"], lambda_=training["lambda_"],
+                                   entropy_weight=training["entropy_weight"])
+    with set_exploration_type(ExplorationType.MODE):
+        rollout = imagine(env, make_actor(models.actor_critic.model), models.actor_critic, context,
+                          training["imagination_horizon"])
+    with set_recurrent_mode(True):  # the online critic over the imagined frames
+        critic = ActorCriticTrunk(models.actor_critic.model)
+        value_logits = critic(rollout.clone(False)).get(keys.VALUE_LOGITS)
+    out.update({
+        "ac_imagine.actions": rollout.get(keys.ACTION), "ac_imagine.logits_actions": rollout.get(keys.LOGITS),
+        "ac_imagine.logits_values": value_logits if value_logits.size(-1) > 1 else value_logits[..., 0],
+        "ac_imagine.rewards": rollout.get(keys.NEXT_REWARD)[..., 0],
+        "ac_imagine.ends": rollout.get(keys.NEXT_TERMINATED)[..., 0].long(),
+        "ac_imagine.target_values": rollout.get(keys.TARGET_STATE_VALUE)[..., 0],
+        "ac_imagine.value_bootstrap": rollout.get(("next", keys.TARGET_STATE_VALUE))[:, -1, 0]})
+    losses = ImaginationActorCriticLoss(models.actor_critic, config)(rollout)
+    for name in ("loss_actions", "loss_entropy", "loss_values"):
+        out[f"actor_critic.losses.{name}"] = losses.get(name)
+    out["actor_critic.policy_entropy"] = losses.get("policy_entropy")
     return out
 
 

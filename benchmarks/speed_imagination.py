@@ -1,0 +1,193 @@
+"""Actor-critic training step and imagination throughput (SPEC Part D), used by ``benchmarks/speed.py``.
+
+- Actor-critic step: 4 trajectories, burn-in 5, horizon 15 (Crafter) / 20 (Atari), including the
+  whole imagination (burn-in of both LSTMs, env reset from the context, ``env.rollout`` with the
+  sampling policy, target values), the loss, backward, clipping at 10, the Adam step and the
+  ``SoftUpdate`` of the EMA target.
+- Imagination: reset from a 6-frame context, then H steps with random actions, at batch B; the rate
+  is B·H imagined steps per second. ``loop`` drives :class:`ImaginationCore` in a plain Python loop,
+  ``rollout`` drives the same core through ``ImaginationEnv.rollout``; their difference is the
+  TorchRL/TensorDict overhead.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from torchrl_deltairis import keys
+from torchrl_deltairis.envs.imagination import ImaginationEnv
+from torchrl_deltairis.objectives.actor_critic_loss import (
+    ActorCriticLossConfig,
+    imagine,
+    make_actor_critic_loss,
+    make_target_updater,
+)
+from torchrl_deltairis.policy import make_actor, recurrent_state_spec
+from torchrl_deltairis.reference import DeltaIrisModels
+
+# SPEC Part D: the reference on this machine's CPU (2 threads); None where it fails (bf16 Crafter).
+REFERENCE_AC_SECONDS = {"crafter": (2.13, None), "atari": (2.30, 1.56)}
+REFERENCE_IMAGINATION_STEPS_PER_S = {
+    ("crafter", "fp32"): {1: 30.6, 16: 58.3, 64: 39.3}, ("crafter", "bf16"): {},
+    ("atari", "fp32"): {1: 41.8, 16: 82.7, 64: 48.1}, ("atari", "bf16"): {1: 45.2, 16: 163.3, 64: 115.4},
+}
+NUM_TRAJECTORIES, BURN_IN, LR, MAX_GRAD_NORM = 4, 5, 1e-4, 10.0
+HORIZON = {"crafter": 15, "atari": 20}
+TRAINING = {"crafter": dict(gamma=0.997, entropy_weight=0.001),
+            "atari": dict(gamma=0.995, entropy_weight=0.002)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def context(models: DeltaIrisModels, batch: int, device: torch.device, seed: int = 0) -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDict(
+        pixels=torch.randint(0, 256, (batch, BURN_IN + 1, 3, 64, 64), generator=g, dtype=torch.uint8),
+        action=torch.randint(0, models.configs.world_model.num_actions, (batch, BURN_IN), generator=g),
+        batch_size=[batch]).to(device)
+
+
+class ActorCriticStep:
+    """One actor-critic training step on fixed synthetic contexts (reference objective)."""
+
+    def __init__(self, models: DeltaIrisModels, variant: str, device: torch.device) -> None:
+        self.models, self.device, self.horizon = models, device, HORIZON[variant]
+        spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim, device=device)
+        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec)
+        self.actor = make_actor(models.actor_critic.model)
+        self.loss = make_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(**TRAINING[variant]))
+        self.updater = make_target_updater(self.loss)
+        self.params = list(models.actor_critic.model.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=LR)
+        self.data = context(models, NUM_TRAJECTORIES, device)
+
+    def timed(self, bf16: bool) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            rollout = imagine(self.env, self.actor, self.models.actor_critic, self.data, self.horizon)
+            out = self.loss(rollout)
+            total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.updater.step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+class RandomActions(TensorDictModuleBase):
+    """Uniform random actions for the whole batch (drawn on the data's device)."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__()
+        self.num_actions, self.in_keys, self.out_keys = num_actions, [keys.PIXELS], [keys.ACTION]
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        return td.set(keys.ACTION, torch.randint(self.num_actions, td.batch_size, device=td.device))
+
+
+class ImaginationRun:
+    """Reset from a 6-frame context then H random steps, by a plain loop or by ``env.rollout``."""
+
+    def __init__(self, models: DeltaIrisModels, variant: str, batch: int, device: torch.device) -> None:
+        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True)
+        self.policy = RandomActions(models.configs.world_model.num_actions)
+        self.data = TensorDict({keys.CONTEXT: context(models, batch, device)}, batch_size=[batch])
+        self.batch, self.horizon, self.device = batch, HORIZON[variant], device
+
+    @torch.no_grad()
+    def loop(self) -> None:
+        core, ctx = self.env.core, self.data.get(keys.CONTEXT)
+        core.reset(ctx.get(keys.PIXELS), ctx.get(keys.ACTION))
+        frame = ctx.get(keys.PIXELS)[:, -1]
+        for _ in range(self.horizon):
+            action = torch.randint(self.policy.num_actions, (self.batch,), device=self.device)
+            frame, _, _ = core(frame, action)
+
+    @torch.no_grad()
+    def rollout(self) -> None:
+        start = self.env.reset(self.data.clone(False)).exclude(keys.CONTEXT)
+        self.env.rollout(self.horizon, self.policy, tensordict=start, auto_reset=False,
+                         break_when_any_done=False, return_contiguous=True)
+
+    def timed(self, mode: str, bf16: bool) -> float:
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            getattr(self, mode)()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def _median_times(fn, warmup: int, repeats: int) -> list[float]:
+    times = [fn() for _ in range(warmup + repeats)]
+    return times[warmup:]
+
+
+def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
+        repeats: int, batches: list[int], configs_for) -> list[dict]:
+    """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs."""
+    import statistics
+
+    rows = []
+    for variant in variants:
+        torch.manual_seed(0)
+        models = DeltaIrisModels(configs_for(variant)).to(device)
+        for precision in precisions:
+            bf16 = precision == "bf16"
+            if "actor_critic" in steps:
+                step = ActorCriticStep(models, variant, device)
+                seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
+                ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
+                rows.append(dict(variant=variant, step="actor_critic", precision=precision,
+                                 device=str(device), seconds_median=seconds, reference_seconds_cpu=ref))
+                print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s (reference {ref} s)",
+                      flush=True)
+            if "imagination" not in steps:
+                continue
+            for batch in batches:
+                run_ = ImaginationRun(models, variant, batch, device)
+                times = {"loop": [], "rollout": []}
+                for i in range(warmup + repeats):  # the two modes take turns, so load hits them alike
+                    for mode in times:
+                        seconds = run_.timed(mode, bf16)
+                        if i >= warmup:
+                            times[mode].append(seconds)
+                loop, rollout = (statistics.median(times[m]) for m in ("loop", "rollout"))
+                n = batch * run_.horizon
+                ref = REFERENCE_IMAGINATION_STEPS_PER_S[(variant, precision)].get(batch)
+                rows.append(dict(variant=variant, step="imagination", precision=precision, device=str(device),
+                                 batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
+                                 overhead_share=max(rollout - loop, 0.0) / rollout,
+                                 reference_steps_per_s_cpu=ref))
+                print(f"  {variant:8s} imagination  {precision:5s} B={batch:<5d} loop {n / loop:8.1f} /s, "
+                      f"rollout {n / rollout:8.1f} /s, overhead {100 * rows[-1]['overhead_share']:4.1f} % "
+                      f"(reference {ref} /s)", flush=True)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    def ref(x):
+        return "fails in the reference" if x is None else f"{x:g}"
+
+    lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["step"] == "actor_critic":
+            unit = " s" if r["reference_seconds_cpu"] else ""
+            lines.append(f"| {r['variant']} | actor-critic step | {r['precision']} | "
+                         f"{r['seconds_median']:.3f} s | {ref(r['reference_seconds_cpu'])}{unit} | |")
+        else:
+            lines.append(f"| {r['variant']} | imagination B={r['batch']} | {r['precision']} | "
+                         f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
+                         f"{ref(r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % |")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""The CNN-LSTM actor-critic as TorchRL modules, its recurrent state carried in the TensorDict.
+
+- :class:`ActorCriticTrunk` runs one :class:`~torchrl_deltairis.modules.CnnLstmActorCritic` on a
+  TensorDict. Sequential mode (collectors, imagination): one LSTM step per call from
+  ``recurrent_state_h/c`` (zeros where ``is_init`` is True or the state is absent), writing
+  ``"logits"``, ``"value_logits"``, ``"state_value"`` and the new state under ``("next", ...)``, so
+  TorchRL's ``step_mdp`` carries it. Recurrent mode (``torchrl.modules.set_recurrent_mode(True)``, set
+  by every TorchRL loss, on ``[B, T]`` data): it unrolls the LSTM over T from the first step's state
+  (resetting where ``is_init``), like ``LSTMModule``, with the CNN batched over B·T.
+- :func:`make_actor` wraps the trunk into a ``ProbabilisticTensorDictSequential`` with a
+  ``Categorical`` over int64 actions (``"action"``, ``"action_log_prob"``); ``ExplorationType.MODE``
+  takes the argmax. :func:`make_value_operator` is the critic view of the same trunk.
+- :func:`burn_in` runs a network's LSTM over context frames (the policy and its EMA target each run
+  their own) and returns the state to start from. :class:`CollectBurnIn` does the same at the start
+  of each real-environment collect, over the last frames of each env's running episode.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModuleBase,
+)
+from torchrl.data import Composite, Unbounded
+from torchrl.envs import TensorDictPrimer
+from torchrl.modules import recurrent_mode
+
+from torchrl_deltairis import functional, keys
+from torchrl_deltairis.envs.imagination import to_float_frames
+from torchrl_deltairis.modules.actor_critic import CnnLstmActorCritic
+
+__all__ = ["ActorCriticTrunk", "make_actor", "make_value_operator", "burn_in", "recurrent_state_spec",
+           "recurrent_state_primer", "CollectBurnIn"]
+
+
+def recurrent_state_spec(lstm_dim: int, state_keys: tuple[str, str] = (keys.RECURRENT_STATE_H,
+                                                                       keys.RECURRENT_STATE_C),
+                         device: torch.device | str | None = None) -> Composite:
+    """Unbatched specs of the LSTM state keys (for ``ImaginationEnv(policy_state_spec=...)``)."""
+    return Composite({k: Unbounded(shape=(lstm_dim,), device=device) for k in state_keys}, device=device)
+
+
+def recurrent_state_primer(lstm_dim: int, state_keys: tuple[str, str] = (
+        keys.RECURRENT_STATE_H, keys.RECURRENT_STATE_C)) -> TensorDictPrimer:
+    """Append to a real env (``env.append_transform(...)``) so that ``step_mdp`` carries the LSTM state
+    the policy writes under ``("next", ...)``; resets fill zeros."""
+    return TensorDictPrimer(recurrent_state_spec(lstm_dim, state_keys), expand_specs=True)
+
+
+def value_from_logits(net: CnnLstmActorCritic, value_logits: torch.Tensor) -> torch.Tensor:
+    """The scalar value ``[..., 1]``: two-hot expectation (symexp) or the scalar head itself."""
+    if net.config.value_head == "two_hot":
+        return functional.two_hot_expectation(value_logits).unsqueeze(-1)
+    return value_logits
+
+
+@torch.no_grad()
+def burn_in(net: CnnLstmActorCritic, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM state after ``frames`` ``[B, T, C, H, W]`` (uint8 or float) from zeros; T may be 0."""
+    frames = to_float_frames(frames)
+    if frames.size(1) == 0:
+        return net.initial_state(frames)
+    out = net.unroll(frames)
+    return out.hx, out.cx
+
+
+class ActorCriticTrunk(TensorDictModuleBase):
+    """CnnLstmActorCritic on TensorDicts (see the module docstring).
+
+    Args:
+        net: the network (the online model, or the EMA target for a target trunk).
+        state_keys: where its (hx, cx) live; a target trunk uses its own keys.
+        logits_key, value_logits_key, value_key: output keys.
+        write_values: write the critic's outputs too (the acting policy leaves them out: rollouts
+            then hold no stale ``"state_value"`` for TorchRL's value estimators).
+    """
+
+    def __init__(self, net: CnnLstmActorCritic, *, pixels_key: str = keys.PIXELS,
+                 state_keys: tuple[str, str] = (keys.RECURRENT_STATE_H, keys.RECURRENT_STATE_C),
+                 is_init_key: str = keys.IS_INIT, logits_key: str = keys.LOGITS,
+                 value_logits_key: str = keys.VALUE_LOGITS, value_key: str = keys.STATE_VALUE,
+                 write_values: bool = True) -> None:
+        super().__init__()
+        self.net = net
+        self.pixels_key, self.state_keys, self.is_init_key = pixels_key, tuple(state_keys), is_init_key
+        self.logits_key, self.value_logits_key, self.value_key = logits_key, value_logits_key, value_key
+        self.write_values = write_values
+        self.in_keys = [pixels_key, *self.state_keys, is_init_key]
+        values = [value_logits_key, value_key] if write_values else []
+        self.out_keys = [logits_key, *values, *(("next", k) for k in self.state_keys)]
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def set_pending_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
+        """The next sequential call starts from (h, c) ``[*B, lstm_dim]`` instead of the TensorDict's
+        state, ``is_init`` notwithstanding (the collector's burn-in at the start of a collect)."""
+        self._pending = (h, c)
+
+    def _initial_state(self, td: TensorDictBase, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = (td.get(k, None) for k in self.state_keys)
+        if h is None or c is None:
+            zeros = frames.new_zeros(*frames.shape[:-3], self.net.config.lstm_dim)
+            return zeros, zeros.clone()
+        return h, c
+
+    def _reset_where_init(self, td: TensorDictBase, h: torch.Tensor, c: torch.Tensor):
+        is_init = td.get(self.is_init_key, None)
+        if is_init is None:
+            return h, c
+        keep = is_init.logical_not().to(h.dtype)
+        return h * keep, c * keep
+
+    def _write(self, td: TensorDictBase, logits, value_logits, h, c) -> TensorDictBase:
+        td.set(self.logits_key, logits)
+        if self.write_values:
+            td.set(self.value_logits_key, value_logits)
+            td.set(self.value_key, value_from_logits(self.net, value_logits))
+        td.set(("next", self.state_keys[0]), h)
+        td.set(("next", self.state_keys[1]), c)
+        return td
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        frames = to_float_frames(td.get(self.pixels_key))
+        if recurrent_mode() and td.ndim >= 2:
+            return self._sequence(td, frames)
+        if self._pending is not None:
+            (h, c), self._pending = self._pending, None
+        else:
+            h, c = self._reset_where_init(td, *self._initial_state(td, frames))
+        batch = frames.shape[:-3]
+        out = self.net(frames.reshape(-1, *frames.shape[-3:]), h.reshape(-1, h.size(-1)),
+                       c.reshape(-1, c.size(-1)))
+        return self._write(td, *(x.reshape(*batch, x.size(-1)) for x in out))
+
+    def _sequence(self, td: TensorDictBase, frames: torch.Tensor) -> TensorDictBase:
+        """Recurrent mode over the last batch dim: ``[*B, T]`` from the state at t = 0."""
+        *lead, t = td.batch_size
+        flat = frames.reshape(-1, t, *frames.shape[-3:])
+        h, c = self._initial_state(td, frames)
+        h, c = (x.reshape(-1, t, x.size(-1)) for x in self._reset_where_init(td, h, c))
+        is_init = td.get(self.is_init_key, None)
+        keep = None if is_init is None else is_init.reshape(-1, t, 1).logical_not().to(h.dtype)
+        features = self.net.cnn(flat.flatten(0, 1)).unflatten(0, flat.shape[:2])
+        hx, cx, hs, cs = h[:, 0], c[:, 0], [], []
+        for i in range(t):
+            if keep is not None and i > 0:
+                hx, cx = hx * keep[:, i], cx * keep[:, i]
+            hx, cx = self.net.lstm(features[:, i], (hx, cx))
+            hs.append(hx), cs.append(cx)
+        hs, cs = torch.stack(hs, 1), torch.stack(cs, 1)
+        logits, value_logits = self.net.actor_linear(hs), self.net.critic_linear(hs)
+        return self._write(td, *(x.reshape(*lead, t, x.size(-1)) for x in (logits, value_logits, hs, cs)))
+
+
+def make_actor(trunk: ActorCriticTrunk | CnnLstmActorCritic, *,
+               action_key: str = keys.ACTION) -> ProbabilisticTensorDictSequential:
+    """Categorical policy over the trunk's logits: writes ``action`` and ``action_log_prob``.
+
+    Given a bare network, the trunk is built without value outputs.
+    """
+    if isinstance(trunk, CnnLstmActorCritic):
+        trunk = ActorCriticTrunk(trunk, write_values=False)
+    head = ProbabilisticTensorDictModule(
+        in_keys={"logits": trunk.logits_key}, out_keys=[action_key],
+        distribution_class=torch.distributions.Categorical, return_log_prob=True,
+        log_prob_key=keys.ACTION_LOG_PROB, default_interaction_type=InteractionType.RANDOM)
+    return ProbabilisticTensorDictSequential(trunk, head)
+
+
+def make_value_operator(trunk: ActorCriticTrunk) -> ActorCriticTrunk:
+    """The critic: the same trunk, read at ``trunk.value_key`` (``"state_value"`` [..., 1])."""
+    return trunk
+
+
+class CollectBurnIn:
+    """``EpisodeCollector(before_collect=...)``: at the start of a collect, the trunk's LSTM is run over
+    the last ``burn_in_length`` stored frames of each env's running episode (zero frames before its
+    start or when there is none, as the reference does) and its next step starts from that state.
+
+    Skipped while ``policy.epsilon >= 1`` (the uniform first epoch never calls the network).
+    """
+
+    def __init__(self, trunk: ActorCriticTrunk, store, burn_in_length: int, *, policy=None) -> None:
+        if burn_in_length < 0:
+            raise ValueError(f"burn_in_length must be >= 0, got {burn_in_length}")
+        self.trunk, self.store, self.burn_in_length, self.policy = trunk, store, burn_in_length, policy
+
+    def frames(self, num_envs: int, frame_shape: tuple[int, ...]) -> torch.Tensor:
+        """uint8 ``[num_envs, burn_in_length, *frame_shape]``, the newest frame last."""
+        out = torch.zeros(num_envs, self.burn_in_length, *frame_shape, dtype=torch.uint8)
+        for env, episode in enumerate(self.store.open_episodes.tolist()[:num_envs]):
+            if episode >= 0 and self.burn_in_length > 0:
+                pixels = self.store.episode(episode).get(keys.PIXELS)[-self.burn_in_length:]
+                out[env, self.burn_in_length - pixels.shape[0]:] = pixels
+        return out
+
+    def __call__(self, num_envs: int, frame_shape: tuple[int, ...], device: torch.device | str) -> None:
+        if self.burn_in_length == 0 or (self.policy is not None and self.policy.epsilon >= 1):
+            return
+        frames = self.frames(num_envs, frame_shape).to(device)
+        with torch.no_grad():
+            out = self.trunk.net.unroll(to_float_frames(frames))
+        self.trunk.set_pending_state(out.hx, out.cx)
