@@ -47,11 +47,16 @@ class ExplorationPolicy(TensorDictModuleBase):
             raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.num_actions, self.policy = num_actions, policy
+        self.num_actions = num_actions
         self.epsilon, self.temperature, self.should_sample = epsilon, temperature, should_sample
         self.logits_key, self.action_key = logits_key, action_key
+        self.set_policy(policy)
+
+    def set_policy(self, policy: TensorDictModuleBase | None) -> None:
+        """Swaps the wrapped policy (e.g. the actor once it exists); the keys follow it."""
+        self.policy = policy
         self.in_keys = list(policy.in_keys) if policy is not None else [keys.PIXELS]
-        self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), action_key]))
+        self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), self.action_key]))
 
     def _random_actions(self, td: TensorDictBase) -> torch.Tensor:
         return torch.randint(self.num_actions, td.batch_size, device=td.device)

@@ -137,6 +137,7 @@ class Trainer:
     eval_every: int = 50
     start_epoch: int = 1
     progress: bool = True
+    on_close: Sequence[Callable[[], None]] = ()  # collectors' shutdown, the logger's close
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         start = time.perf_counter()
@@ -159,3 +160,7 @@ class Trainer:
         for epoch in tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
                           total=self.epochs, disable=not self.progress):
             self.run_epoch(epoch)
+
+    def close(self) -> None:
+        for close in self.on_close:
+            close()
