@@ -40,7 +40,8 @@ class _QuadraticLoss(nn.Module):
         loss = ((self.module.weight - batch["target"]) ** 2).sum()
         if self.calls == self.poison_at:
             loss = loss * float("nan")
-        return TensorDict(loss_fit=loss, metric_weight=self.module.weight.detach().sum())
+        return TensorDict(loss_fit=loss, metric_weight=self.module.weight.detach().sum(),
+                          ratios=torch.tensor([1.0, 3.0]))  # stock TorchRL losses also log vectors
 
 
 def _component(poison_at=None, **schedule):
@@ -67,6 +68,7 @@ def test_component_trains_counts_from_epoch_two_and_skips_nonfinite():
     assert len(counted) == 3 and second["toy/skipped_nonfinite_updates"] == 0.0
     assert 0.1 < second["toy/loss_fit"] < 0.5 and not component.module.training  # losses 0.41, 0.26, 0.17
     assert first["toy/loss_fit"] != first["toy/loss_fit"]  # the NaN is logged, not hidden
+    assert second["toy/ratios"] == 2.0  # vector metrics are averaged
 
 
 def test_component_idle_before_its_start_epoch():

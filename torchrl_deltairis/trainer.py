@@ -75,7 +75,7 @@ class Component:
                     total = sum(v for k, v in out.items() if k.startswith("loss_"))
                 (total / self.schedule.grad_acc_steps).backward()
                 for key, value in out.items():
-                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+                    sums[key] = sums.get(key, 0.0) + value.detach().float().mean()  # stock losses log vectors too
                 if epoch > 1:  # as the reference: counts only move from the second epoch on
                     self.increment_counts(batch)
             if apply_gradients(self.optimizer, self.module.parameters(), self.schedule.max_grad_norm):
