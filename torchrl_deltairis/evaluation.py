@@ -79,7 +79,7 @@ def reconstruction_image(tokenizer: Tokenizer, segments: TensorDictBase) -> np.n
 
 
 def save_reconstructions(tokenizer: Tokenizer, segments: TensorDictBase, directory: str | Path, epoch: int) -> Path:
-    """Writes ``epoch_XXXX.png`` (see :func:`reconstruction_image`) into ``directory``."""
+    """Writes ``epoch_<epoch as 4 digits>.png`` (see :func:`reconstruction_image`) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"epoch_{epoch:04d}.png"
