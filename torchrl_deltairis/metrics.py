@@ -66,6 +66,10 @@ class RunLogger:
                                             project=wandb_cfg.get("project"), config=dict(config or {}),
                                             log_env_packages=False, **settings))
         if tensorboard:
+            try:
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError as err:
+                raise ImportError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
             from torchrl.record.loggers.tensorboard import TensorboardLogger
 
             self.loggers.append(TensorboardLogger(exp_name="tensorboard", log_dir=str(run_dir)))

@@ -136,16 +136,33 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool = True) -> Trainer:
-    """Everything of a run, restored from ``checkpoints/`` when ``params.common.resume`` is set."""
+    """Everything of a run, restored from ``checkpoints/`` when ``params.common.resume`` is set.
+
+    Whatever can fail on the config (env ids, device, checkpoint, logger) fails before any env
+    process starts; if building fails later, the processes already started are shut down."""
     validate_env_configs(cfg)
     device = resolve_device(cfg.params.common.device)
     config = OmegaConf.to_container(cfg, resolve=True)
-    checkpoints = run_dir / "checkpoints"
-    state = load_checkpoint(checkpoints, config) if cfg.params.common.resume else None  # before any process starts
-    seed = int(cfg.params.common.seed)
-    seed_everything(seed)
+    state = load_checkpoint(run_dir / "checkpoints", config) if cfg.params.common.resume else None
+    logger = RunLogger(run_dir, wandb_cfg=OmegaConf.to_container(cfg.wandb, resolve=True),
+                       tensorboard=bool(cfg.get("tensorboard", False)), config=config,
+                       resume_epoch=int(state["epoch"]) if state is not None else None)
+    seed_everything(int(cfg.params.common.seed))
     write_run_files(cfg, run_dir, train_script)
+    started = [logger.close]
+    try:
+        return _assemble(cfg, run_dir, device, config, state, logger, started, progress)
+    except BaseException:
+        for close in reversed(started):
+            close()
+        raise
+
+
+def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict, state: dict | None,
+              logger: RunLogger, started: list, progress: bool) -> Trainer:
+    seed = int(cfg.params.common.seed)
     collector, store = make_train_collection(cfg, run_dir, seed)
+    started.append(collector.shutdown)
     models = make_models(cfg, collector.policy.num_actions, device)
     counts = EpisodeCounts()
     components = make_model_components(cfg, models, store, counts, device, seed)
@@ -155,12 +172,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
     collector.before_collect = CollectBurnIn(trunk, store, cfg.params.actor_critic.burn_in_length,
                                              policy=collector.policy)
     evaluate, test_collector = make_evaluate(cfg, run_dir, models, trunk, device, seed)
+    started.append(test_collector.shutdown)
 
     def save(epoch: int) -> None:
-        state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
-                 "counts": counts.state_dict(), "excess_steps": collector.excess_steps,
-                 "rng": torch.get_rng_state()}
-        save_checkpoint(checkpoints, state, to_reference_state_dict(models), config)
+        resume_state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
+                        "counts": counts.state_dict(), "excess_steps": collector.excess_steps,
+                        "rng": torch.get_rng_state()}
+        save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config)
 
     start_epoch = 1
     if state is not None:
@@ -171,12 +189,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
         collector.excess_steps = int(state["excess_steps"])
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
-    logger = RunLogger(run_dir, wandb_cfg=OmegaConf.to_container(cfg.wandb, resolve=True),
-                       tensorboard=bool(cfg.get("tensorboard", False)), config=config,
-                       resume_epoch=start_epoch - 1 if state is not None else None)
     return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector, policy=collector.policy,
                    collection=collection_schedule(cfg), components=components, logger=logger, save=save,
                    evaluate=evaluate if cfg.params.evaluation.should else None,
                    eval_every=int(cfg.params.evaluation.every), start_epoch=start_epoch, progress=progress,
                    on_close=(collector.shutdown, test_collector.shutdown, logger.close))
-
