@@ -20,7 +20,7 @@ from tensordict import TensorDictBase
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import PADDING_ROW, EpisodeStore
 from torchrl_deltairis.modules import Tokenizer
-from torchrl_deltairis.objectives.tokenizer_loss import pixels_to_float
+from torchrl_deltairis.functional import pixels_to_float
 
 
 def traverse_segments(store: EpisodeStore, sequence_length: int, batch_size: int) -> Iterator[TensorDictBase]:

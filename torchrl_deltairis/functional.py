@@ -138,3 +138,12 @@ def mask_after_first_done(*, ends: torch.Tensor) -> torch.Tensor:
     first = torch.argmax(ends, dim=1, keepdim=True)  # first 1 (0 when there is none)
     steps = torch.arange(ends.size(1), device=ends.device).unsqueeze(0)
     return (steps <= first) | (ends.sum(dim=1, keepdim=True) == 0)
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels in [0, 255] → float32 in [0, 1]; floating pixels (already in [0, 1]) pass through."""
+    if pixels.dtype == torch.uint8:
+        return pixels.float().div(255)
+    if not pixels.is_floating_point():
+        raise TypeError(f"pixels must be uint8 or floating point in [0, 1], got {pixels.dtype}")
+    return pixels

@@ -25,7 +25,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.modules import set_recurrent_mode
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.envs.imagination import ImaginationEnv, to_float_frames, to_uint8_frames
+from torchrl_deltairis.envs.imagination import ImaginationEnv, to_uint8_frames
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
@@ -145,7 +145,7 @@ def _imagination_outputs(models: DeltaIrisModels, context_obs: torch.Tensor, con
             td = env.step_mdp(td)
         nxt = torch.stack(steps, dim=1)
         out["imagination.actions"] = actions
-        out["imagination.frames"] = to_float_frames(nxt.get(keys.PIXELS))
+        out["imagination.frames"] = functional.pixels_to_float(nxt.get(keys.PIXELS))
         out["imagination.rewards"] = nxt.get(keys.REWARD)[..., 0]
         out["imagination.dones"] = nxt.get(keys.DONE)[..., 0]
     if "imagination_horizon" not in training:

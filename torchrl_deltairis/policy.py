@@ -30,7 +30,6 @@ from torchrl.envs import TensorDictPrimer
 from torchrl.modules import recurrent_mode
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.envs.imagination import to_float_frames
 from torchrl_deltairis.modules.actor_critic import CnnLstmActorCritic
 
 __all__ = ["ActorCriticTrunk", "make_actor", "make_value_operator", "burn_in", "recurrent_state_spec",
@@ -61,7 +60,7 @@ def value_from_logits(net: CnnLstmActorCritic, value_logits: torch.Tensor) -> to
 @torch.no_grad()
 def burn_in(net: CnnLstmActorCritic, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The LSTM state after ``frames`` ``[B, T, C, H, W]`` (uint8 or float) from zeros; T may be 0."""
-    frames = to_float_frames(frames)
+    frames = functional.pixels_to_float(frames)
     if frames.size(1) == 0:
         return net.initial_state(frames)
     out = net.unroll(frames)
@@ -123,7 +122,7 @@ class ActorCriticTrunk(TensorDictModuleBase):
         return td
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
-        frames = to_float_frames(td.get(self.pixels_key))
+        frames = functional.pixels_to_float(td.get(self.pixels_key))
         if recurrent_mode() and td.ndim >= 2:
             return self._sequence(td, frames)
         if self._pending is not None:
@@ -202,5 +201,5 @@ class CollectBurnIn:
             return
         frames = self.frames(num_envs, frame_shape).to(device)
         with torch.no_grad():
-            out = self.trunk.net.unroll(to_float_frames(frames))
+            out = self.trunk.net.unroll(functional.pixels_to_float(frames))
         self.trunk.set_pending_state(out.hx, out.cx)

@@ -21,8 +21,11 @@ from tensordict import TensorDict, TensorDictBase
 
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
+from torchrl_deltairis.envs import make_batched_env
 from torchrl_deltairis.envs.imagination import ImaginationEnv
+from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
     collection_schedule,
     make_component,
@@ -33,6 +36,7 @@ from torchrl_deltairis.factory import (
     validate_env_configs,
 )
 from torchrl_deltairis.metrics import RunLogger
+from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
     imagine,
@@ -103,10 +107,6 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
                   device: torch.device, seed: int):
     """Test episodes with the current policy (epsilon 0, sampling), then the tokenizer and world-model
     losses over them and a reconstruction image, as the reference's evaluation."""
-    from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
-    from torchrl_deltairis.envs import make_batched_env
-    from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
-    from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 
     test = cfg.params.collection.test
     env = make_batched_env(OmegaConf.to_container(cfg.env.test, resolve=True), test.num_envs, seed=seed + 10_000)

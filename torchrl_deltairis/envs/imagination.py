@@ -35,14 +35,9 @@ from torchrl_deltairis.modules.kv_cache import KVCache
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 from torchrl_deltairis.modules.world_model import WorldModel
 
-__all__ = ["ImaginationCore", "ImaginationEnv", "to_uint8_frames", "to_float_frames"]
+__all__ = ["ImaginationCore", "ImaginationEnv", "to_uint8_frames"]
 
 _LEVELS = 255
-
-
-def to_float_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames → float32 in [0, 1]; float frames pass through."""
-    return frames.float().div(_LEVELS) if frames.dtype == torch.uint8 else frames
 
 
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -94,7 +89,7 @@ class ImaginationCore(nn.Module):
             raise ValueError(f"expected context frames [B, L+1, C, H, W] and actions [B, L], got "
                              f"{tuple(frames.shape)} and {tuple(actions.shape)}")
         self.tokenizer.eval(), self.world_model.eval()
-        frames = to_float_frames(frames)
+        frames = functional.pixels_to_float(frames)
         cache = self._cache_for(frames)
         tokens = self.tokenizer.burn_in(frames, actions)
         self.world_model.transformer(self.world_model.burn_in_sequence(frames, actions, tokens), cache)
@@ -130,9 +125,9 @@ class ImaginationCore(nn.Module):
             out = self._transformer_last(wm.latents_emb(tokens[-1]).unsqueeze(1).float())
             tokens.append(_pick(wm.head_latents.head_module(out), self.sample))
         q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
-        prev = to_float_frames(frame).unsqueeze(1)
+        prev = functional.pixels_to_float(frame).unsqueeze(1)
         next_frame = to_uint8_frames(self.tokenizer.decode(prev, action.unsqueeze(1), q))  # [B, 1, C, H, W]
-        frame_emb = wm.embed_frames(to_float_frames(next_frame))[:, :, 0]  # [B, 1, E]
+        frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
         self._tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
         return next_frame[:, 0], reward, end
 

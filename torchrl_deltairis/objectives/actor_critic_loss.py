@@ -30,7 +30,6 @@ from torchrl.objectives import A2CLoss, ClipPPOLoss, LossModule, SoftUpdate, Val
 from torchrl.objectives.value import TDLambdaEstimator
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.envs.imagination import to_float_frames
 from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget
 from torchrl_deltairis.policy import ActorCriticTrunk, burn_in, make_actor, value_from_logits
 
@@ -77,7 +76,7 @@ def imagine(env: EnvBase, actor, actor_critic: ActorCriticWithTarget, context: T
     rollout = env.rollout(horizon, actor, tensordict=start, auto_reset=False, break_when_any_done=False,
                           return_contiguous=True)
     seen = torch.cat((rollout.get(keys.PIXELS), rollout.get(keys.NEXT_PIXELS)[:, -1:]), dim=1)
-    out = actor_critic.target_model.unroll(to_float_frames(seen), th, tc)
+    out = actor_critic.target_model.unroll(functional.pixels_to_float(seen), th, tc)
     values = value_from_logits(actor_critic.target_model, out.logits_values)  # [B, H+1, 1]
     rollout.set(keys.TARGET_STATE_VALUE, values[:, :-1])
     rollout.set(("next", keys.TARGET_STATE_VALUE), values[:, 1:])

@@ -16,18 +16,10 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.functional import pixels_to_float
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 
 __all__ = ["TokenizerLossConfig", "TokenizerLoss", "pixels_to_float", "masked_mean"]
-
-
-def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels in [0, 255] → float32 in [0, 1]; floating pixels (already in [0, 1]) pass through."""
-    if pixels.dtype == torch.uint8:
-        return pixels.float().div(255)
-    if not pixels.is_floating_point():
-        raise TypeError(f"pixels must be uint8 or floating point in [0, 1], got {pixels.dtype}")
-    return pixels
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
