@@ -50,3 +50,33 @@ def test_schedules_are_the_references():
     assert atari["world_model"]["transformer_config"]["max_blocks"] == 26
     assert (crafter["evaluation"]["every"], atari["evaluation"]["every"]) == (50, 25)
     assert (atari["actor_critic"]["gamma"], atari["actor_critic"]["entropy_weight"]) == (0.995, 0.002)
+
+
+def _compose(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)["params"]
+
+
+def _get(tree: dict, path: str):
+    for part in path.split("."):
+        tree = tree[part]
+    return tree
+
+
+ATARI_MODEL_VALUES = ("world_model.two_hot_rews", "world_model.latents_weight", "world_model.ends_weight",
+                      "actor_critic.two_hot_rets", "actor_critic.gamma", "actor_critic.entropy_weight",
+                      "tokenizer.decoder_config.latent_dim", "tokenizer.frame_cnn_config.latent_dim",
+                      "training.tokenizer.weight_decay", "training.tokenizer.priority_alpha",
+                      "training.world_model.priority_alpha", "training.actor_critic.priority_alpha")
+
+
+def test_smoke_preset_follows_the_env_family():
+    """`env=atari params=smoke` trains the Atari heads and objective at smoke sizes; Crafter keeps its own."""
+    atari, crafter = _params("atari")["params"], _params("crafter")["params"]
+    atari_smoke, crafter_smoke = _compose("env=atari", "params=smoke"), _compose("params=smoke")
+    for path in ATARI_MODEL_VALUES:
+        assert _get(atari_smoke, path) == _get(atari, path), path
+        assert _get(crafter_smoke, path) == _get(crafter, path), path
+    assert _get(atari, "world_model.two_hot_rews") != _get(crafter, "world_model.two_hot_rews")
+    for smoke in (atari_smoke, crafter_smoke):  # the smoke budget itself is shared
+        assert smoke["common"]["epochs"] == 3 and smoke["world_model"]["transformer_config"]["num_layers"] == 2
