@@ -1,5 +1,7 @@
 """The Atari preprocessing reproduces the reference's (SPEC A.7.4): each behaviour pinned."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -131,3 +133,19 @@ def test_life_loss_ends_training_episode_but_game_goes_on():
     assert env.unwrapped.ale.getEpisodeFrameNumber() == frame_before + 4
     test_env = make_atari_gymnasium(AtariConfig(id="Breakout", noop_max=1, done_on_life_loss=False))
     assert not isinstance(test_env.env, EpisodicLife)
+
+
+def test_human_normalized_score_tables_match_the_shipped_reference_tables():
+    import json
+
+    from torchrl_deltairis.envs.atari import HUMAN_SCORES, RANDOM_SCORES, human_normalized_score
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_results"
+    for table, name in ((HUMAN_SCORES, "HUMAN"), (RANDOM_SCORES, "RANDOM")):
+        assert {g: [v] for g, v in table.items()} == json.loads((root / f"{name}.json").read_text())
+    assert set(HUMAN_SCORES) == set(ATARI_100K_GAMES)
+    assert human_normalized_score("Pong", 14.6) == pytest.approx(1.0)
+    assert human_normalized_score("BreakoutNoFrameskip-v4", 1.7) == pytest.approx(0.0)
+    assert human_normalized_score("breakout", 16.1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="Unknown Atari 100k game"):
+        human_normalized_score("Tetris", 0.0)

@@ -31,6 +31,32 @@ def resolve_atari_id(name: str) -> str:
     return f"{game}NoFrameskip-v4"
 
 
+# The standard human and random scores of the 26 games (the human-normalised score's ends); the same
+# values as benchmarks/reference_results/{HUMAN,RANDOM}.json (tests/test_atari.py checks they agree).
+HUMAN_SCORES = {
+    "Alien": 7127.7, "Amidar": 1719.5, "Assault": 742.0, "Asterix": 8503.3, "BankHeist": 753.1,
+    "BattleZone": 37187.5, "Boxing": 12.1, "Breakout": 30.5, "ChopperCommand": 7387.8,
+    "CrazyClimber": 35829.4, "DemonAttack": 1971.0, "Freeway": 29.6, "Frostbite": 4334.7, "Gopher": 2412.5,
+    "Hero": 30826.4, "Jamesbond": 302.8, "Kangaroo": 3035.0, "Krull": 2665.5, "KungFuMaster": 22736.3,
+    "MsPacman": 6951.6, "Pong": 14.6, "PrivateEye": 69571.3, "Qbert": 13455.0, "RoadRunner": 7845.0,
+    "Seaquest": 42054.7, "UpNDown": 11693.2,
+}  # fmt: skip
+RANDOM_SCORES = {
+    "Alien": 227.8, "Amidar": 5.8, "Assault": 222.4, "Asterix": 210.0, "BankHeist": 14.2,
+    "BattleZone": 2360.0, "Boxing": 0.1, "Breakout": 1.7, "ChopperCommand": 811.0, "CrazyClimber": 10780.5,
+    "DemonAttack": 152.1, "Freeway": 0.0, "Frostbite": 65.2, "Gopher": 257.6, "Hero": 1027.0,
+    "Jamesbond": 29.0, "Kangaroo": 52.0, "Krull": 1598.0, "KungFuMaster": 258.5, "MsPacman": 307.3,
+    "Pong": -20.7, "PrivateEye": 24.9, "Qbert": 163.9, "RoadRunner": 11.5, "Seaquest": 68.4,
+    "UpNDown": 533.4,
+}  # fmt: skip
+
+
+def human_normalized_score(name: str, score: float) -> float:
+    """(score − random) / (human − random) for an Atari 100k game given by any name ``resolve_atari_id`` takes."""
+    game = resolve_atari_id(name)[: -len("NoFrameskip-v4")]
+    return (score - RANDOM_SCORES[game]) / (HUMAN_SCORES[game] - RANDOM_SCORES[game])
+
+
 @dataclass
 class AtariConfig:
     """One Atari environment (the reference's ``config/env/atari.yaml``, train side by default)."""
