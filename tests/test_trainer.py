@@ -7,7 +7,7 @@ from tensordict import TensorDict
 
 from torchrl_deltairis.modules import Tokenizer, TokenizerConfig
 from torchrl_deltairis.optim import decay_groups, make_optimizer
-from torchrl_deltairis.trainer import Component, ComponentSchedule, train_components
+from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule, Trainer, train_components
 
 
 def test_schedule_first_epoch_and_start_after():
@@ -75,3 +75,27 @@ def test_component_idle_before_its_start_epoch():
     component, _ = _component(start_after_epochs=2, steps_per_epoch=1)
     assert component.train_epoch(2, torch.device("cpu"), progress=False) == {}
     assert component.loss.calls == 0
+
+
+def test_trainer_evaluates_at_the_last_epoch_and_finishes_before_the_last_checkpoint():
+    events = []
+
+    class Logger:
+        def log(self, epoch, metrics):
+            events.append(("log", epoch))
+
+    trainer = Trainer(epochs=3, device=torch.device("cpu"), collector=None, policy=None,
+                      collection=CollectionSchedule(stop_after_epochs=0), components=[], logger=Logger(),
+                      save=lambda epoch: events.append(("save", epoch)),
+                      evaluate=lambda epoch: events.append(("evaluate", epoch)) or {"score": 1.0}, eval_every=2,
+                      finish=lambda epoch, metrics: events.append(("finish", epoch, metrics["score"])),
+                      on_epoch_end=(lambda epoch, metrics: events.append(("media", epoch)),), progress=False)
+    trainer.run()
+    assert events == [("media", 1), ("log", 1), ("save", 1),
+                      ("evaluate", 2), ("media", 2), ("log", 2), ("save", 2),
+                      ("evaluate", 3), ("media", 3), ("log", 3), ("finish", 3, 1.0), ("save", 3)]
+    events.clear()
+    Trainer(epochs=3, device=torch.device("cpu"), collector=None, policy=None, collection=CollectionSchedule(),
+            components=[], logger=Logger(), save=lambda epoch: events.append(("save", epoch)), start_epoch=4,
+            progress=False).run()
+    assert events == []  # a resumed finished run does nothing

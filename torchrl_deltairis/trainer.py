@@ -118,11 +118,15 @@ class CollectionSchedule:
 
 @dataclass
 class Trainer:
-    """collect → train components → evaluate (every ``eval_every`` epochs) → checkpoint → log.
+    """collect → train components → evaluate (every ``eval_every`` epochs and at the last) → log →
+    checkpoint.
 
     ``save(epoch)`` writes the checkpoint; ``evaluate(epoch)`` returns test metrics; ``logger`` has
-    ``log(epoch, metrics)``. ``policy`` is the collector's ``ExplorationPolicy`` (its epsilon is set
-    per epoch: 1 in the first, the schedule's afterwards).
+    ``log(epoch, metrics)``; ``finish(epoch, metrics)`` runs once the last epoch is logged, before its
+    checkpoint (so a kill in between redoes the epoch rather than skipping ``finish``). ``policy`` is
+    the collector's ``ExplorationPolicy`` (its epsilon is set per epoch: 1 in the first, the
+    schedule's afterwards). Logging comes before the checkpoint: a resumed run drops the rows of
+    epochs after its checkpoint, so every row of ``metrics.csv`` belongs to a saved epoch.
     """
 
     epochs: int
@@ -138,6 +142,8 @@ class Trainer:
     start_epoch: int = 1
     progress: bool = True
     on_close: Sequence[Callable[[], None]] = ()  # collectors' shutdown, the logger's close
+    finish: Callable[[int, dict[str, float]], None] | None = None  # e.g. writes results.json
+    on_epoch_end: Sequence[Callable[[int, dict[str, float]], None]] = ()  # e.g. saves media
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         start = time.perf_counter()
@@ -149,11 +155,15 @@ class Trainer:
             metrics.update(stats.summary("collection/train/"))
             metrics["collection/train/steps_per_second"] = stats.num_steps / max(time.perf_counter() - start, 1e-9)
         metrics.update(train_components(self.components, epoch, self.device, self.progress))
-        if self.evaluate is not None and epoch % self.eval_every == 0:
+        if self.evaluate is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
             metrics.update(self.evaluate(epoch))
-        self.save(epoch)
+        for hook in self.on_epoch_end:
+            hook(epoch, metrics)
         metrics["epoch_seconds"] = time.perf_counter() - start
         self.logger.log(epoch, metrics)
+        if epoch == self.epochs and self.finish is not None:
+            self.finish(epoch, metrics)
+        self.save(epoch)
         return metrics
 
     def run(self) -> None:
