@@ -38,9 +38,19 @@ def test_smoke_run_writes_every_artifact(tmp_path):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     for path in ("config/trainer.yaml", "checkpoints/state.pt", "checkpoints/last.pt", "metrics.csv",
-                 "media/reconstructions/epoch_0002.png", "scripts/resume.sh",
+                 "media/reconstructions/epoch_0002.png", "media/reconstructions/epoch_0003.png",
+                 "media/videos/epoch_0002_test.gif", "media/videos/epoch_0003_imagination.gif",
+                 "scripts/resume.sh", "scripts/play.sh", "results.json",
                  "dataset/train/commit.json", "dataset/test/commit.json"):
         assert (run_dir / path).exists(), path
+    for split in ("train", "test"):
+        for kind in ("recent", "best"):
+            saved = list((run_dir / "media" / "episodes" / split / kind).glob("epoch_*.pt"))
+            assert 1 <= len(saved) <= 10, (split, kind)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (results["game"], results["family"], results["epoch"], results["seed"]) == ("crafter", "crafter", 3, 0)
+    assert len(results["returns"]) == 2 and results["score"] == pytest.approx(sum(results["returns"]) / 2)
+    assert set(results["crafter"]["train"]["success_rates"]) == set(results["crafter"]["test"]["success_rates"])
     assert _epochs(run_dir) == [1, 2, 3]
     with open(run_dir / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -52,24 +62,75 @@ def test_smoke_run_writes_every_artifact(tmp_path):
     models = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert {k.split(".")[0] for k in models} == {"tokenizer", "world_model", "actor_critic"}
 
+    # offline: a new run trains on this run's dataset, starting from its models, collecting nothing
+    offline = tmp_path / "offline"
+    proc = _train(offline, f"params.collection.path_to_static_dataset={run_dir / 'dataset'}",
+                  f"params.initialization.path_to_checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                  "params.common.epochs=2")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert _epochs(offline) == [1, 2] and not (offline / "dataset").exists()
+    assert not (offline / "results.json").exists()  # no test episodes, no score
+    assert _committed_steps(run_dir) == 500  # the static dataset is read, not written
+    with open(offline / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert rows[-1]["eval/world_model/loss_latents"] != "" and rows[-1]["actor_critic/loss_values"] != ""
+    assert "collection/train/steps" not in rows[0]
+    assert (offline / "media" / "videos" / "epoch_0002_imagination.gif").exists()
 
-def test_sigkill_then_resume_keeps_every_step_and_finishes(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = _train(run_dir)
+
+def _checkpoint_epoch(run_dir: Path) -> int:
     state = run_dir / "checkpoints" / "state.pt"
+    return int(torch.load(state, weights_only=True)["epoch"]) if state.exists() else 0
+
+
+def _kill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, epoch: int, delay: float) -> None:
+    """SIGKILLs the run (its whole process group: env workers too) ``delay`` s after checkpoint ``epoch``."""
     deadline = time.time() + 300
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
+    while _checkpoint_epoch(run_dir) < epoch and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before its first checkpoint"
-    time.sleep(1.0)  # into epoch 2: collecting or training
+    assert proc.poll() is None, f"the run ended before its checkpoint {epoch}: {proc.stderr.read()[-3000:]}"
+    time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps_before = _committed_steps(run_dir)
-    assert steps_before >= 300
+
+
+def _resume(run_dir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "WANDB_SILENT": "true"}
-    resumed = subprocess.run(["bash", str(run_dir / "scripts" / "resume.sh")], env=env, capture_output=True,
-                             text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _epochs(run_dir) == [1, 2, 3]
-    assert _committed_steps(run_dir) >= steps_before + 200  # nothing lost, epochs 2 and 3 collected
-    assert torch.load(state, weights_only=True)["epoch"] == 3
+    return subprocess.Popen(["bash", str(run_dir / "scripts" / "resume.sh"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_sigkill_at_several_points_then_resume_keeps_every_step_and_finishes(tmp_path):
+    """Killed in epoch 2 (collecting or training), resumed, killed again right after the epoch-2
+    checkpoint, resumed to the end: the same epochs, metrics and artifacts as an uninterrupted run,
+    and every step stored before each kill still there."""
+    run_dir = tmp_path / "run"
+    _kill_after_checkpoint(_train(run_dir), run_dir, epoch=1, delay=1.0)
+    steps_first_kill = _committed_steps(run_dir)
+    assert steps_first_kill >= 300 and _checkpoint_epoch(run_dir) == 1
+
+    _kill_after_checkpoint(_resume(run_dir), run_dir, epoch=2, delay=0.3)
+    steps_second_kill = _committed_steps(run_dir)
+    assert steps_second_kill >= steps_first_kill + 100  # epoch 2 collected on top of what was kept
+    assert _checkpoint_epoch(run_dir) == 2
+
+    resumed = _resume(run_dir)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert _epochs(run_dir) == [1, 2, 3] and _checkpoint_epoch(run_dir) == 3
+    assert _committed_steps(run_dir) >= steps_second_kill + 100
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epoch"] == 3 and len(results["returns"]) == 2
+    with open(run_dir / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    for key in ("tokenizer/loss_reconstruction_l2", "world_model/loss_latents", "actor_critic/loss_values",
+                "collection/test/return_mean"):
+        assert rows[-1][key] not in ("", "nan"), key
+
+    # `params.common.resume=auto` on a finished run does no work and leaves its results alone
+    before = (run_dir / "results.json").stat().st_mtime_ns
+    again = _resume(run_dir, "params.common.resume=auto")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert _epochs(run_dir) == [1, 2, 3] and (run_dir / "results.json").stat().st_mtime_ns == before

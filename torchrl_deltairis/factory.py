@@ -14,10 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
-from torchrl_deltairis.envs import env_config, make_batched_env
+from torchrl_deltairis.envs import env_config, make_batched_env, make_env
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.optim import make_optimizer
-from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
+from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, convert_reference_state_dict
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -43,6 +43,78 @@ def validate_env_configs(cfg: DictConfig) -> None:
         env_config(OmegaConf.to_container(cfg.env[split], resolve=True))
 
 
+def _check_at_least(cfg: DictConfig, path: str, minimum: int) -> None:
+    value = OmegaConf.select(cfg, path)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{path}={value!r}; expected an integer >= {minimum}")
+
+
+def static_dataset(cfg: DictConfig) -> Path | None:
+    """``params.collection.path_to_static_dataset``: a folder with ``train/`` and ``test/`` episode
+    stores (e.g. another run's ``dataset/``), trained on without collecting; None when unset."""
+    path = cfg.params.collection.get("path_to_static_dataset")
+    if not path:
+        return None
+    path = Path(path).expanduser().resolve()
+    for split in ("train", "test"):
+        if not (path / split / "commit.json").exists():
+            raise ValueError(f"params.collection.path_to_static_dataset={str(path)!r} has no episode store at "
+                             f"{path / split}; expected a run's dataset/ folder holding train/ and test/ stores")
+    return path
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Every check that needs no env, model or file written: env ids and keys, device, choices, budgets,
+    model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
+    validate_env_configs(cfg)
+    resolve_device(cfg.params.common.device)
+    from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
+
+    ActorCriticLossConfig(loss=cfg.params.actor_critic.get("loss", "reinforce"))
+    for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
+                 "collection.test.num_envs", "collection.test.config.num_episodes", "evaluation.every",
+                 "actor_critic.imagination_horizon"):
+        _check_at_least(cfg, f"params.{path}", 1)
+    _check_at_least(cfg, "params.collection.train.config.num_steps_first_epoch", 1)
+    for name in COMPONENTS:
+        for key, minimum in (("batch_num_samples", 1), ("steps_per_epoch", 0), ("grad_acc_steps", 1),
+                             ("start_after_epochs", 0), ("sequence_length", 2 if name == "tokenizer" else 1)):
+            _check_at_least(cfg, f"params.training.{name}.{key}", minimum)
+    configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=2)  # model shapes
+    static_dataset(cfg)
+    path = cfg.params.initialization.get("path_to_checkpoint")
+    if path and not Path(path).expanduser().is_file():
+        raise ValueError(f"params.initialization.path_to_checkpoint={path!r} is not a file; expected a checkpoint "
+                         "(a run's checkpoints/last.pt or a reference agent state_dict)")
+
+
+def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
+    """``params.initialization``: loads the chosen parts (``load_tokenizer``, ``load_world_model``,
+    ``load_actor_critic``) from a reference-format checkpoint (a run's ``checkpoints/last.pt``, the
+    reference's agent state_dict, or our ``state.pt``). Returns the parts loaded."""
+    init = cfg.params.initialization
+    if not init.get("path_to_checkpoint"):
+        return []
+    path = Path(init.path_to_checkpoint).expanduser()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("models", "state_dict"):  # our state.pt, a parity fixture
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    loaded = []
+    for part in ("tokenizer", "world_model", "actor_critic"):
+        if not init.get(f"load_{part}", True):
+            continue
+        prefix = f"{part}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            raise ValueError(f"params.initialization.path_to_checkpoint={str(path)!r} holds no {part} weights "
+                             f"(no key starts with {prefix!r}); set params.initialization.load_{part}=false")
+        module = getattr(models, part)
+        module.load_state_dict(convert_reference_state_dict(sub, module))
+        loaded.append(part)
+    return loaded
+
+
 def store_capacity(cfg: DictConfig) -> int:
     """Room for every real training step of the schedule, plus one batch of overshoot per epoch."""
     col = cfg.params.collection.train
@@ -52,21 +124,32 @@ def store_capacity(cfg: DictConfig) -> int:
 
 
 def collection_schedule(cfg: DictConfig) -> CollectionSchedule:
+    """The real-env collection per epoch; none at all on a static dataset."""
     col = cfg.params.collection.train
     return CollectionSchedule(num_steps=col.config.num_steps, num_steps_first_epoch=col.config.num_steps_first_epoch,
-                              stop_after_epochs=col.stop_after_epochs, epsilon=col.config.epsilon)
+                              stop_after_epochs=0 if static_dataset(cfg) else col.stop_after_epochs,
+                              epsilon=col.config.epsilon)
 
 
-def make_train_collection(cfg: DictConfig, run_dir: Path, seed: int) -> tuple[EpisodeCollector, EpisodeStore]:
+def make_train_collection(cfg: DictConfig, run_dir: Path,
+                          seed: int) -> tuple[EpisodeCollector | None, EpisodeStore, int]:
     """The training envs (``ParallelEnv`` of ``num_envs``), the store at ``run_dir/dataset/train``,
-    and the collector, its policy uniform random (the first epoch's) until the actor is set."""
+    and the collector, its policy uniform random (the first epoch's) until the actor is set; also the
+    number of actions. On a static dataset: no collector, the dataset's train store."""
     col = cfg.params.collection.train
-    env = make_batched_env(OmegaConf.to_container(cfg.env.train, resolve=True), col.num_envs, seed=seed)
+    env_cfg = OmegaConf.to_container(cfg.env.train, resolve=True)
+    static = static_dataset(cfg)
+    if static is not None:
+        probe = make_env(env_cfg)
+        num_actions = int(probe.action_spec.space.n)
+        probe.close()
+        return None, EpisodeStore(static / "train"), num_actions
+    env = make_batched_env(env_cfg, col.num_envs, seed=seed)
     store = EpisodeStore(run_dir / "dataset" / "train", capacity=store_capacity(cfg))
     policy = ExplorationPolicy(int(env.action_spec.space.n), None, epsilon=1.0,
                                temperature=col.config.temperature, should_sample=col.config.should_sample)
     collector = EpisodeCollector(env, policy, store, steps_per_batch=col.steps_per_batch)
-    return collector, store
+    return collector, store, policy.num_actions
 
 
 def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:

@@ -69,7 +69,8 @@ class RunLogger:
             try:
                 import torch.utils.tensorboard  # noqa: F401
             except ImportError as err:
-                raise ImportError("tensorboard=true needs the tensorboard package: pip install tensorboard") from err
+                raise ImportError("tensorboard=true needs the tensorboard package: "
+                                  "pip install 'torchrl_deltairis[tensorboard]' (or pip install tensorboard)") from err
             from torchrl.record.loggers.tensorboard import TensorboardLogger
 
             self.loggers.append(TensorboardLogger(exp_name="tensorboard", log_dir=str(run_dir)))

@@ -57,7 +57,7 @@ class ReferenceConfigs:
 def _cnn(d: Mapping[str, Any]) -> FrameCnnConfig:
     return FrameCnnConfig(image_channels=int(d["image_channels"]), latent_dim=int(d["latent_dim"]),
                           num_channels=int(d["num_channels"]), mult=[int(m) for m in d["mult"]],
-                          down=[int(x) for x in d["down"]])
+                          down=[int(x) for x in d["down"]], num_groups=int(d.get("num_groups", 32)))
 
 
 def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None = None) -> ReferenceConfigs:

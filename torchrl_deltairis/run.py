@@ -4,8 +4,9 @@ Run folder (Hydra's ``outputs/YYYY-MM-DD/hh-mm-ss``, the working directory of ``
 
     config/trainer.yaml        the resolved config            metrics.csv      one row per epoch
     checkpoints/state.pt, last.pt   (see checkpoint.py)        dataset/train, dataset/test   episode stores
-    media/reconstructions/     tokenizer reconstructions       scripts/resume.sh
-    wandb/                     the offline wandb run (``wandb sync`` uploads it)
+    media/reconstructions/     tokenizer reconstructions       scripts/resume.sh, scripts/play.sh
+    media/episodes/{train,test}/{recent,best}/   saved episodes    media/videos/   test and imagination GIFs
+    results.json               the final score (see results.py)   wandb/   the offline wandb run
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.envs import make_batched_env
@@ -28,13 +29,16 @@ from torchrl_deltairis.envs.imagination import ImaginationEnv
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
     collection_schedule,
+    initialize_models,
     make_component,
     make_model_components,
     make_models,
     make_train_collection,
     resolve_device,
-    validate_env_configs,
+    static_dataset,
+    validate_config,
 )
+from torchrl_deltairis.media import EpisodeSaver, episodes_video, imagination_video
 from torchrl_deltairis.metrics import RunLogger
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import (
@@ -45,12 +49,19 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
 )
 from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
+from torchrl_deltairis.results import run_results, write_results
 from torchrl_deltairis.trainer import Component, Trainer
 
 RESUME_SCRIPT = """#!/usr/bin/env bash
 # Resume this run from its last checkpoint, with the config it was started with (run from anywhere).
 cd "$(dirname "$0")/.." && {python} {train} --config-path "$PWD/config" --config-name trainer \\
     hydra.run.dir=. params.common.resume=true "$@"
+"""
+
+PLAY_SCRIPT = """#!/usr/bin/env bash
+# Watch the agent, play in the world model (-w), watch the agent dream (-a), browse episodes (-e):
+# see `python -m torchrl_deltairis.play --help` (needs the play extra: pip install "torchrl_deltairis[play]").
+exec {python} -m torchrl_deltairis.play "$(dirname "$0")/.." "$@"
 """
 
 
@@ -60,13 +71,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RESUME_CHOICES = (False, True, "auto")
+
+
+def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
+    """``params.common.resume``: true (a checkpoint must exist), false, or ``auto`` (resume when the run
+    folder has a checkpoint, else start: a re-launched sweep resumes crashed runs, skips finished ones)."""
+    resume = cfg.params.common.resume
+    if resume not in RESUME_CHOICES:
+        raise ValueError(f"params.common.resume={resume!r}; valid choices are {list(RESUME_CHOICES)}")
+    if resume == "auto":
+        return (run_dir / "checkpoints" / STATE_FILE).exists()
+    return bool(resume)
+
+
 def write_run_files(cfg: DictConfig, run_dir: Path, train_script: Path) -> None:
     (run_dir / "config").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config" / "trainer.yaml", resolve=True)
     scripts = run_dir / "scripts"
     scripts.mkdir(exist_ok=True)
     python = sys.executable  # the interpreter (and so the environment) that started the run
-    texts = {"resume.sh": RESUME_SCRIPT.format(python=python, train=train_script.resolve())}
+    texts = {"resume.sh": RESUME_SCRIPT.format(python=python, train=train_script.resolve()),
+             "play.sh": PLAY_SCRIPT.format(python=python)}
     for name, text in texts.items():
         (scripts / name).write_text(text)
         (scripts / name).chmod(0o755)
@@ -79,8 +105,11 @@ def context_of(segments: TensorDictBase) -> TensorDict:
 
 
 def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
-                                device: torch.device, seed: int) -> tuple[Component, ActorCriticTrunk]:
-    """Imagination from real segments, then the configured loss (``params.actor_critic.loss``)."""
+                                device: torch.device, seed: int):
+    """Imagination from real segments, then the configured loss (``params.actor_critic.loss``).
+
+    Returns the component, the policy trunk (for real collection) and ``dream(segments)``, the
+    imagined rollouts ``[B, H]`` from segments ``[B, burn_in + 1]`` (for videos)."""
     ac = cfg.params.actor_critic
     loss_cfg = ActorCriticLossConfig(loss=ac.get("loss", "reinforce"), gamma=ac.gamma, lambda_=ac.lambda_,
                                      entropy_weight=ac.entropy_weight)
@@ -97,42 +126,77 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
         def after_update() -> None:
             actor_critic.update_target(loss_cfg.target_ema_decay)
 
-    component = make_component(
-        cfg, "actor_critic", actor_critic.model, loss, store, counts, device, seed, after_update=after_update,
-        prepare=lambda segments: imagine(env, actor, actor_critic, context_of(segments), ac.imagination_horizon))
-    return component, trunk
+    def dream(segments: TensorDictBase) -> TensorDictBase:
+        return imagine(env, actor, actor_critic, context_of(segments), ac.imagination_horizon)
+
+    component = make_component(cfg, "actor_critic", actor_critic.model, loss, store, counts, device, seed,
+                               after_update=after_update, prepare=dream)
+    return component, trunk, dream
 
 
-def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk: ActorCriticTrunk,
+def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk: ActorCriticTrunk, dream,
                   device: torch.device, seed: int):
     """Test episodes with the current policy (epsilon 0, sampling), then the tokenizer and world-model
-    losses over them and a reconstruction image, as the reference's evaluation."""
+    losses over them and a reconstruction image, as the reference's evaluation; plus the media: the
+    recent and best test episodes, a video of the first test episodes and one of imagined rollouts.
+
+    Returns ``evaluate(epoch) -> metrics``, the test collector, and ``last_returns`` (the returns of
+    the latest evaluation's test episodes, refilled by each call). On a static dataset the test store
+    is the dataset's, neither cleared nor recollected (no collector, no returns), as the reference."""
 
     test = cfg.params.collection.test
-    env = make_batched_env(OmegaConf.to_container(cfg.env.test, resolve=True), test.num_envs, seed=seed + 10_000)
-    store = EpisodeStore(run_dir / "dataset" / "test", capacity=int(cfg.params.collection.get("test_capacity", 2_000_000)))
-    policy = ExplorationPolicy(int(env.action_spec.space.n), trunk, epsilon=test.config.epsilon,
-                               temperature=test.config.temperature, should_sample=test.config.should_sample)
-    collector = EpisodeCollector(env, policy, store, steps_per_batch=cfg.params.collection.train.steps_per_batch,
-                                 before_collect=CollectBurnIn(trunk, store, test.config.burn_in_length, policy=policy))
+    static = static_dataset(cfg)
+    collector = None
+    if static is not None:
+        store = EpisodeStore(static / "test")
+    else:
+        env = make_batched_env(OmegaConf.to_container(cfg.env.test, resolve=True), test.num_envs, seed=seed + 10_000)
+        store = EpisodeStore(run_dir / "dataset" / "test",
+                             capacity=int(cfg.params.collection.get("test_capacity", 2_000_000)))
+        policy = ExplorationPolicy(int(env.action_spec.space.n), trunk, epsilon=test.config.epsilon,
+                                   temperature=test.config.temperature, should_sample=test.config.should_sample)
+        collector = EpisodeCollector(env, policy, store, steps_per_batch=cfg.params.collection.train.steps_per_batch,
+                                     before_collect=CollectBurnIn(trunk, store, test.config.burn_in_length,
+                                                                  policy=policy))
     training = cfg.params.training
     losses = {"tokenizer": TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss),
               "world_model": WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)}
 
+    media = run_dir / "media"
+    saver = EpisodeSaver(media / "episodes" / "test", store, int(test.num_episodes_to_save))
+    last_returns: list[float] = []
+    burn_in = int(cfg.params.actor_critic.burn_in_length)
+
     def evaluate(epoch: int) -> dict[str, float]:
-        store.clear()
-        metrics = collector.collect_episodes(int(test.config.num_episodes)).summary("collection/test/")
+        metrics: dict[str, float] = {}
+        if collector is not None:
+            store.clear()
+            saver.reset_seen()
+            stats = collector.collect_episodes(int(test.config.num_episodes))
+            last_returns[:] = [float(r) for r in stats.returns]
+            metrics.update(stats.summary("collection/test/"))
+            saver.update(epoch)
+            episodes_video(store, media / "videos" / f"epoch_{epoch:04d}_test.gif")
         for name, loss in losses.items():
             if epoch > training[name].start_after_epochs:
                 t = training[name]
                 batches = traverse_segments(store, t.sequence_length, t.batch_num_samples)
                 metrics.update(evaluate_loss(loss, batches, device, prefix=f"eval/{name}/"))
+        if store.num_steps == 0:
+            return metrics
         if cfg.params.evaluation.tokenizer.save_reconstructions and epoch > training.tokenizer.start_after_epochs:
             segments = next(traverse_segments(store, training.tokenizer.sequence_length, 8))
-            save_reconstructions(models.tokenizer, segments.to(device), run_dir / "media" / "reconstructions", epoch)
+            save_reconstructions(models.tokenizer, segments.to(device), media / "reconstructions", epoch)
+        if epoch > training.world_model.start_after_epochs:  # the policy dreams from the first test frames
+            with torch.no_grad():
+                segments = next(traverse_segments(store, burn_in + 1, 8)).to(device)
+                rollout = dream(segments)
+            imagination_video(segments.get(keys.PIXELS), rollout.get(keys.NEXT_PIXELS),
+                              rollout.get(keys.NEXT_TERMINATED)[..., 0],
+                              media / "videos" / f"epoch_{epoch:04d}_imagination.gif")
         return metrics
 
-    return evaluate, collector
+    return evaluate, collector, last_returns
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool = True) -> Trainer:
@@ -140,10 +204,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
 
     Whatever can fail on the config (env ids, device, checkpoint, logger) fails before any env
     process starts; if building fails later, the processes already started are shut down."""
-    validate_env_configs(cfg)
+    validate_config(cfg)
     device = resolve_device(cfg.params.common.device)
+    if device.type == "cuda":  # TF32 matmuls and convolutions, as the reference
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     config = OmegaConf.to_container(cfg, resolve=True)
-    state = load_checkpoint(run_dir / "checkpoints", config) if cfg.params.common.resume else None
+    state = load_checkpoint(run_dir / "checkpoints", config) if should_resume(cfg, run_dir) else None
     logger = RunLogger(run_dir, wandb_cfg=OmegaConf.to_container(cfg.wandb, resolve=True),
                        tensorboard=bool(cfg.get("tensorboard", False)), config=config,
                        resume_epoch=int(state["epoch"]) if state is not None else None)
@@ -161,36 +228,57 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
 def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict, state: dict | None,
               logger: RunLogger, started: list, progress: bool) -> Trainer:
     seed = int(cfg.params.common.seed)
-    collector, store = make_train_collection(cfg, run_dir, seed)
-    started.append(collector.shutdown)
-    models = make_models(cfg, collector.policy.num_actions, device)
+    collector, store, num_actions = make_train_collection(cfg, run_dir, seed)
+    shutdowns = [logger.close]
+    if collector is not None:
+        started.append(collector.shutdown)
+        shutdowns.insert(0, collector.shutdown)
+    models = make_models(cfg, num_actions, device)
     counts = EpisodeCounts()
     components = make_model_components(cfg, models, store, counts, device, seed)
-    ac_component, trunk = make_actor_critic_component(cfg, models, store, counts, device, seed)
+    ac_component, trunk, dream = make_actor_critic_component(cfg, models, store, counts, device, seed)
     components.append(ac_component)
-    collector.policy.set_policy(trunk)
-    collector.before_collect = CollectBurnIn(trunk, store, cfg.params.actor_critic.burn_in_length,
-                                             policy=collector.policy)
-    evaluate, test_collector = make_evaluate(cfg, run_dir, models, trunk, device, seed)
-    started.append(test_collector.shutdown)
+    if collector is not None:
+        collector.policy.set_policy(trunk)
+        collector.before_collect = CollectBurnIn(trunk, store, cfg.params.actor_critic.burn_in_length,
+                                                 policy=collector.policy)
+    evaluate, test_collector, test_returns = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
+    if test_collector is not None:
+        started.append(test_collector.shutdown)
+        shutdowns.insert(0, test_collector.shutdown)
+    train_saver = EpisodeSaver(run_dir / "media" / "episodes" / "train", store,
+                               int(cfg.params.collection.train.num_episodes_to_save))
+
+    def finish(epoch: int, metrics: dict[str, float]) -> None:
+        if test_returns:  # evaluated with test episodes (not on a static dataset)
+            history = [*logger.table.rows]
+            write_results(run_dir, run_results(config["env"]["train"], seed, epoch, test_returns, history, metrics))
 
     def save(epoch: int) -> None:
         resume_state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
-                        "counts": counts.state_dict(), "excess_steps": collector.excess_steps,
+                        "counts": counts.state_dict(),
+                        "excess_steps": collector.excess_steps if collector is not None else 0,
                         "rng": torch.get_rng_state()}
         save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config)
 
     start_epoch = 1
-    if state is not None:
+    if state is None:
+        loaded = initialize_models(models, cfg)
+        if loaded:
+            print(f"initialised {', '.join(loaded)} from {cfg.params.initialization.path_to_checkpoint}")
+    else:
         models.load_state_dict(convert_reference_state_dict(state["models"], models))
         for c in components:
             c.optimizer.load_state_dict(state["optimizers"][c.name])
         counts.load_state_dict(state["counts"])
-        collector.excess_steps = int(state["excess_steps"])
+        if collector is not None:
+            collector.excess_steps = int(state["excess_steps"])
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
-    return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector, policy=collector.policy,
+    return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector,
+                   policy=collector.policy if collector is not None else None,
                    collection=collection_schedule(cfg), components=components, logger=logger, save=save,
                    evaluate=evaluate if cfg.params.evaluation.should else None,
                    eval_every=int(cfg.params.evaluation.every), start_epoch=start_epoch, progress=progress,
-                   on_close=(collector.shutdown, test_collector.shutdown, logger.close))
+                   on_close=tuple(shutdowns), finish=finish,
+                   on_epoch_end=(lambda epoch, _: train_saver.update(epoch),))

@@ -110,8 +110,10 @@ def make_batched_env(
     parallel = num_envs > 1 if parallel is None else parallel
     factory: Callable[[], EnvBase] = EnvCreator(lambda: make_env(typed, device=device)) if parallel else (
         lambda: make_env(typed, device=device))
-    batched_cls = ParallelEnv if parallel else SerialEnv
-    batched = batched_cls(num_envs, factory, device=device)
+    if parallel:  # spawn also inside a process that forks its workers (Hydra's joblib launcher)
+        batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="spawn")
+    else:
+        batched = SerialEnv(num_envs, factory, device=device)
     env = TransformedEnv(batched, Compose(InitTracker(), StepCounter(), RewardSum()))
     if seed is not None:
         env.set_seed(seed)

@@ -1,0 +1,76 @@
+"""Bad overrides fail before any work, naming the key and what was expected; `params.initialization`."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from torchrl_deltairis.factory import initialize_models, make_models, validate_config
+from torchrl_deltairis.reference import to_reference_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=["params=smoke", *overrides])
+
+
+def test_the_shipped_presets_validate():
+    for overrides in ((), ("env=atari", "params=atari"), ("env=reach", "params=reach"), ("env=gym",)):
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            validate_config(compose("config", overrides=list(overrides)))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("params.actor_critic.loss=sac", r"loss='sac'; valid choices are \['reinforce', 'a2c', 'ppo'\]"),
+    ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
+    ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),
+    ("params.training.world_model.batch_num_samples=-4",
+     r"params.training.world_model.batch_num_samples=-4; expected an integer >= 1"),
+    ("params.training.tokenizer.sequence_length=1", r"params.training.tokenizer.sequence_length=1; expected an integer >= 2"),
+    ("params.collection.test.config.num_episodes=1.5",
+     r"params.collection.test.config.num_episodes=1.5; expected an integer >= 1"),
+    ("env.train.id=Tetris", r"Unknown Atari 100k game or env id 'Tetris'. Valid names: Alien"),
+    ("params.tokenizer.decoder_config.latent_dim=3", r"decoder_config.latent_dim=3, expected"),
+    ("params.collection.path_to_static_dataset=/nonexistent",
+     r"path_to_static_dataset='/nonexistent' has no episode store at /nonexistent/train"),
+    ("params.initialization.path_to_checkpoint=/nonexistent.pt",
+     r"path_to_checkpoint='/nonexistent.pt' is not a file"),
+])
+def test_bad_values_fail_naming_the_key_and_the_expected_values(override, message):
+    cfg = _cfg("env=atari" if "Tetris" in override else "params.common.seed=0", override)
+    with pytest.raises(ValueError, match=message):
+        validate_config(cfg)
+
+
+def test_unknown_keys_and_groups_are_refused_by_hydra_with_the_choices():
+    with pytest.raises(Exception, match="learning_rat"):
+        _cfg("params.training.learning_rat=0.1")
+    with pytest.raises(Exception, match=r"(?s)Could not find 'params/tiny'.*Available options.*smoke"):
+        _cfg("params=tiny")
+
+
+def test_initialization_loads_the_chosen_parts(tmp_path):
+    cfg = _cfg("env=gym", "params=reach")
+    torch.manual_seed(0)
+    source = make_models(cfg, 5, torch.device("cpu"))
+    path = tmp_path / "last.pt"
+    torch.save(to_reference_state_dict(source), path)
+    torch.manual_seed(1)
+    target = make_models(cfg, 5, torch.device("cpu"))
+    cfg.params.initialization.path_to_checkpoint = str(path)
+    cfg.params.initialization.load_actor_critic = False
+    assert initialize_models(target, cfg) == ["tokenizer", "world_model"]
+    for part in ("tokenizer", "world_model"):
+        for a, b in zip(getattr(source, part).state_dict().values(), getattr(target, part).state_dict().values()):
+            assert torch.equal(a, b)
+    first = next(iter(source.actor_critic.state_dict()))
+    assert not torch.equal(source.actor_critic.state_dict()[first], target.actor_critic.state_dict()[first])
+
+    torch.save({k: v for k, v in to_reference_state_dict(source).items() if k.startswith("tokenizer.")}, path)
+    cfg.params.initialization.load_actor_critic = True
+    with pytest.raises(ValueError, match="holds no world_model weights.*load_world_model=false"):
+        initialize_models(target, cfg)
