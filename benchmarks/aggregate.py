@@ -17,6 +17,13 @@ a folder (searched recursively for ``*.json``; ``HUMAN.json``/``RANDOM.json`` th
   (agent, game, seed) twice is an error, so a resumed run must overwrite its file, not add one. One
   agent's records must come through one input (their common folder), else it is "given twice".
 
+Training run folders (``train.py``'s, e.g. a ``benchmarks/atari100k.py`` sweep) can be given as they
+are: in a folder, every ``results.json`` is a run record (the one ``train.py`` writes when a run
+finishes; records of non-Atari runs, ``"family": "crafter"`` or ``"gym"``, are left out), and the other
+JSON files inside a run folder (one holding ``results.json``, ``config/trainer.yaml`` or ``.hydra/``:
+wandb files, dataset commits) are not read. Elsewhere in a folder, JSON files that are neither agent
+tables nor run records are skipped with a note on stderr; a file named on the command line must be one.
+
 Each agent needs every game of ``--games`` (default: the 26 games of the human table) with at least one
 run and the same number of runs on each game; games outside the tables are errors, and the messages
 list the offending games. ``--human``/``--random`` replace the normalisation tables.
@@ -78,12 +85,53 @@ def _is_record(obj: object) -> bool:
     return isinstance(obj, dict) and RUN_KEYS <= obj.keys()
 
 
-def _json_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*.json") if p.stem not in NORMALISERS)
+RESULTS_FILE = "results.json"  # what train.py writes into a run folder when the run finishes
+RUN_FOLDER_MARKERS = (RESULTS_FILE, "config/trainer.yaml", ".hydra")
+
+
+def _is_table(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, list) for v in obj.values())
+
+
+def _run_folders(root: Path) -> set[Path]:
+    """Folders below ``root`` that are training runs: their JSON files other than results.json are not ours."""
+    return {marker_path.parents[len(Path(marker).parts) - 1]
+            for marker in RUN_FOLDER_MARKERS for marker_path in root.rglob(marker)}
+
+
+def _json_files(path: Path) -> list[tuple[Path, bool]]:
+    """(file, named) pairs: ``named`` files must be tables or records; files found in a folder may be
+    something else (skipped). Inside run folders only ``results.json`` is read."""
     if path.is_file():
-        return [path]
-    raise AggregateError(f"{path}: no such file or folder")
+        return [(path, True)]
+    if not path.is_dir():
+        raise AggregateError(f"{path}: no such file or folder")
+    runs = _run_folders(path)
+    files = []
+    for file in sorted(path.rglob("*.json")):
+        if file.stem in NORMALISERS:
+            continue
+        if file.name == RESULTS_FILE:
+            files.append((file, True))
+        elif not any(run in file.parents for run in runs):
+            files.append((file, False))
+    return files
+
+
+def _load(file: Path, named: bool) -> object | None:
+    """The file's JSON; None for an unreadable or unrelated file found in a folder scan."""
+    try:
+        obj = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        if named:
+            raise AggregateError(f"{file}: not valid JSON ({err})") from None
+        return None
+    if _is_record(obj) or (isinstance(obj, list) and obj and all(map(_is_record, obj))) or _is_table(obj):
+        return obj
+    if named:
+        what = "a run record" if file.name == RESULTS_FILE else "an agent table nor run records"
+        raise AggregateError(f"{file}: neither {what} (see --help)")
+    return None
 
 
 def merge_runs(records: list[dict]) -> dict[str, Table]:
@@ -113,17 +161,20 @@ def read_inputs(specs: list[str]) -> dict[str, Table]:
     for spec in specs:
         rename, _, path = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
         records: list[dict] = []
-        for file in _json_files(Path(path)):
-            try:
-                obj = json.loads(file.read_text())
-            except json.JSONDecodeError as err:
-                raise AggregateError(f"{file}: not valid JSON ({err})") from None
-            if _is_record(obj) or (isinstance(obj, list) and obj and all(map(_is_record, obj))):
-                records += obj if isinstance(obj, list) else [obj]
-            elif isinstance(obj, dict) and all(isinstance(v, list) for v in obj.values()):
+        skipped = []
+        for file, named in _json_files(Path(path)):
+            obj = _load(file, named)
+            if obj is None:
+                skipped.append(file.name)
+            elif _is_table(obj) and not _is_record(obj):
                 _add(tables, rename or file.stem, obj, str(file))
             else:
-                raise AggregateError(f"{file}: neither an agent table nor run records (see --help)")
+                records += [r for r in (obj if isinstance(obj, list) else [obj])
+                            if r.get("family", "atari") == "atari"]
+        if skipped:
+            print(f"note: {path}: skipped {len(skipped)} JSON files that are neither agent tables nor run "
+                  f"records: {', '.join(sorted(set(skipped))[:5])}{' ...' if len(set(skipped)) > 5 else ''}",
+                  file=sys.stderr)
         for agent, table in merge_runs(records).items():
             _add(tables, rename or agent, table, path)
     return tables
@@ -263,9 +314,14 @@ def plot(results: dict, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Read, check, normalise, aggregate, write; returns the results written to ``aggregates.json``."""
-    human, random = (json.loads(Path(p).read_text()) for p in (args.human, args.random))
     specs = args.inputs or [str(REFERENCE_DIR / f"{a}.json") for a in DEFAULT_AGENTS]
-    tables = read_inputs(specs)
+    return aggregate_tables(read_inputs(specs), args, specs)
+
+
+def aggregate_tables(tables: dict[str, Table], args: argparse.Namespace, specs: list[str]) -> dict:
+    """Check, normalise, aggregate and write agent tables already read (``specs`` is only recorded);
+    ``args`` as :func:`parse_args` gives them (its ``inputs`` are not read)."""
+    human, random = (json.loads(Path(p).read_text()) for p in (args.human, args.random))
     if not tables:
         raise AggregateError(f"no results found in {specs}")
     games = [game_name(g) for g in args.games] if args.games else list(human)

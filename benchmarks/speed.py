@@ -1,8 +1,17 @@
 """Seconds per training step (tokenizer, world model, actor-critic) and imagination throughput, beside
 the reference's (SPEC Part D).
 
-    python benchmarks/speed.py                          # both variants, fp32 and bf16 autocast
-    python benchmarks/speed.py --device cuda --json results/speed.json
+    python benchmarks/speed.py --json speed.json         # everything, on the CPU and on the GPU if there is one
+    python benchmarks/speed.py --device cuda --steps imagination --json new.json --compare old.json
+    python benchmarks/speed.py --load new.json --compare old.json   # compare two saved runs, measure nothing
+    python benchmarks/speed.py --tiny --warmup 0 --repeats 1        # tiny models: checks the script in seconds
+
+One invocation covers every component step (tokenizer, world model, actor-critic) and imagination
+throughput, in fp32 and bf16 autocast, on every device of ``--device`` (default: the CPU, and the GPU
+when there is one); ``--json`` writes all the rows (each names its device). ``--compare OLD.json``
+prints, row by row, this run's figure over OLD's (``new/old``) and the speed-up (above 1: this run is
+faster), matching rows by device type, variant, step, precision, memory format and batch: measure
+with one version of the code, save the JSON, and run the other version with ``--compare``.
 
 Work definitions of SPEC Part D, so that the numbers compare side by side: the shipped full-size
 Crafter / Atari configs (the manifests in tests/data hold them); synthetic uint8 frames and random
@@ -107,13 +116,13 @@ class TrainingStep:
 
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
-        device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False) -> list[dict]:
+        device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False,
+        tiny: bool = False) -> list[dict]:
     """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
     step, so that a shared machine's load hits them alike."""
     results = []
     for variant in variants:
-        manifest = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())
-        configs = configs_from_reference(manifest["config"])
+        configs = _configs_for(variant, tiny)
         for step, precision in itertools.product(steps, precisions):
             runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens)
                        for f in formats}
@@ -136,9 +145,36 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     return results
 
 
-def _configs_for(variant: str):
-    manifest = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())
-    return configs_from_reference(manifest["config"])
+# --tiny: smoke-sized models (configs/params/smoke.yaml's sizes) to check the script, not to measure.
+TINY = {"tokenizer": {"codebook_size": 64, "codebook_dim": 16, "encoder_config": {"latent_dim": 16},
+                      "decoder_config": {"latent_dim": 4 + 4 + 16}, "frame_cnn_config": {"latent_dim": 4}},
+        "world_model": {"latent_vocab_size": 64, "frame_cnn_config": {"latent_dim": 2},
+                        "transformer_config": {"num_layers": 2, "num_heads": 4, "embed_dim": 128}},
+        "actor_critic": {"lstm_dim": 64, "frame_encoder_config": {"latent_dim": 4}}}
+TINY_CNN = {"num_channels": 32, "mult": [1, 1, 1, 1, 2]}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s values, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(base[key], value) if isinstance(base.get(key), dict) else value
+    return merged
+
+
+def reference_config(variant: str, tiny: bool = False) -> dict:
+    """The shipped full-size config of ``variant`` (the test manifests hold it), or its tiny version."""
+    config = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())["config"]
+    if not tiny:
+        return config
+    cnns = {part: {k: TINY_CNN for k, v in config[part].items() if k.endswith("_config") and "down" in v}
+            for part in config}
+    cnns["actor_critic"] = {"frame_encoder_config": TINY_CNN}
+    return _merge(_merge(config, cnns), TINY)
+
+
+def _configs_for(variant: str, tiny: bool = False):
+    return configs_from_reference(reference_config(variant, tiny))
 
 
 def format_table(results: list[dict]) -> str:
@@ -151,9 +187,75 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda, cuda:1, ...")
+def row_key(row: dict) -> tuple:
+    """What a row measures: device type, variant, step, precision, memory format, batch."""
+    return (row["device"].split(":")[0], row["variant"], row["step"], row["precision"],
+            row.get("memory_format", "-"), row.get("batch", "-"))
+
+
+def row_metric(row: dict) -> tuple[float, bool]:
+    """(value, higher is better): seconds per step, or imagined steps per second through ``env.rollout``."""
+    if "seconds_median" in row:
+        return row["seconds_median"], False
+    return row["steps_per_s_rollout"], True
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``--json`` file (or of a bare list of rows)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: cannot read speed results from {path}: {err}") from None
+    rows = data["results"] if isinstance(data, dict) and "results" in data else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "variant" in r for r in rows):
+        raise SystemExit(f"error: {path}: expected a speed.py --json file ({{'results': [rows]}})")
+    return rows
+
+
+def compare(new: list[dict], old: list[dict]) -> str:
+    """A markdown table of the rows both runs have: old, new, new/old and the speed-up (> 1: new is faster)."""
+    old_by_key = {row_key(r): r for r in old}
+    lines = ["| device | variant | step | precision | memory format | batch | old | new | new/old | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    matched = 0
+    for row in new:
+        if (before := old_by_key.get(row_key(row))) is None:
+            continue
+        matched += 1
+        (value, higher), (was, _) = row_metric(row), row_metric(before)
+        unit = " steps/s" if higher else " s"
+        speedup = value / was if higher else was / value
+        lines.append("| " + " | ".join(map(str, row_key(row))) + f" | {was:.3f}{unit} | {value:.3f}{unit} | "
+                     f"{value / was:.3f} | {speedup:.2f}× |")
+    only_new = len(new) - matched
+    only_old = len({row_key(r) for r in old} - {row_key(r) for r in new})
+    lines.append(f"({matched} rows compared; {only_new} only in the new run, {only_old} only in the old one)")
+    return "\n".join(lines)
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Every requested step on one device (component steps, then actor-critic and imagination)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"device: {device} ({name}); torch {torch.__version__}{', tiny models' if args.tiny else ''}",
+          flush=True)
+    model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
+    results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
+                  args.repeats, args.wm_precomputed_tokens, args.tiny)
+    batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
+    ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
+                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny))
+    if results:
+        print(format_table(results))
+    if ac_rows:
+        print(speed_imagination.format_table(ac_rows))
+    return [{**row, "device_name": name, "tiny": args.tiny} for row in results + ac_rows]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", nargs="+", default=["auto"],
+                        help="devices to measure, one after another: cpu, cuda, cuda:1, ... (default auto: "
+                             "the CPU, and the GPU when there is one)")
     parser.add_argument("--variants", nargs="+", default=["crafter", "atari"], choices=["crafter", "atari"])
     all_steps = ["tokenizer", "world_model", "actor_critic", "imagination"]
     parser.add_argument("--steps", nargs="+", default=all_steps, choices=all_steps)
@@ -168,28 +270,33 @@ def main() -> None:
     parser.add_argument("--wm-precomputed-tokens", action="store_true",
                         help="world model: tokens precomputed outside the step (not SPEC Part D's "
                              "definition; rows marked world_model*)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models: checks the script, measures nothing real")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
-    args = parser.parse_args()
+    parser.add_argument("--compare", type=Path, default=None, metavar="OLD.json",
+                        help="print each row's ratio to the same row of this saved --json file")
+    parser.add_argument("--load", type=Path, default=None, metavar="NEW.json",
+                        help="take the results from this saved --json file instead of measuring")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {device} ({name}); torch {torch.__version__}", flush=True)
-    model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
-    results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
-                  args.repeats, args.wm_precomputed_tokens)
-    batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
-    ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
-                                    args.repeats, batches, _configs_for)
-    if results:
-        print(format_table(results))
-    if ac_rows:
-        print(speed_imagination.format_table(ac_rows))
-    results += ac_rows
+    if args.load is not None:
+        results = read_rows(args.load)
+    else:
+        auto = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = [torch.device(d) for d in (auto if args.device == ["auto"] else args.device)]
+        results = [row for device in devices for row in measure(args, device)]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(device=str(device), device_name=name, torch=torch.__version__,
-                                             threads=args.threads, results=results), indent=2))
+        devices = sorted({(r["device"], r.get("device_name", "")) for r in results})
+        args.json.write_text(json.dumps(dict(devices=[dict(device=d, name=n) for d, n in devices],
+                                             torch=torch.__version__, threads=args.threads,
+                                             results=results), indent=2))
+    if args.compare is not None:
+        print(f"this run against {args.compare}:")
+        print(compare(results, read_rows(args.compare)))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -136,8 +137,6 @@ def _median_times(fn, warmup: int, repeats: int) -> list[float]:
 def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
         repeats: int, batches: list[int], configs_for) -> list[dict]:
     """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs."""
-    import statistics
-
     rows = []
     for variant in variants:
         torch.manual_seed(0)
@@ -150,8 +149,8 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
                 rows.append(dict(variant=variant, step="actor_critic", precision=precision,
                                  device=str(device), seconds_median=seconds, reference_seconds_cpu=ref))
-                print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s (reference {ref} s)",
-                      flush=True)
+                print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
+                      f"({reference_note(variant, precision, ref, ' s')})", flush=True)
             if "imagination" not in steps:
                 continue
             for batch in batches:
@@ -165,19 +164,29 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 loop, rollout = (statistics.median(times[m]) for m in ("loop", "rollout"))
                 n = batch * run_.horizon
                 ref = REFERENCE_IMAGINATION_STEPS_PER_S[(variant, precision)].get(batch)
+                note = reference_note(variant, precision, ref, " /s")
                 rows.append(dict(variant=variant, step="imagination", precision=precision, device=str(device),
                                  batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
                                  overhead_share=max(rollout - loop, 0.0) / rollout,
                                  reference_steps_per_s_cpu=ref))
                 print(f"  {variant:8s} imagination  {precision:5s} B={batch:<5d} loop {n / loop:8.1f} /s, "
                       f"rollout {n / rollout:8.1f} /s, overhead {100 * rows[-1]['overhead_share']:4.1f} % "
-                      f"(reference {ref} /s)", flush=True)
+                      f"({note})", flush=True)
     return rows
 
 
+def reference_note(variant: str, precision: str, value: float | None, unit: str) -> str:
+    """The reference's figure, "fails in the reference" (bf16 Crafter) or "not measured" (other batches)."""
+    if value is not None:
+        return f"reference {value:g}{unit}"
+    fails = REFERENCE_AC_SECONDS[variant][int(precision == "bf16")] is None
+    return "fails in the reference" if fails else "reference not measured"
+
+
 def format_table(rows: list[dict]) -> str:
-    def ref(x):
-        return "fails in the reference" if x is None else f"{x:g}"
+    def ref(r, value):
+        note = reference_note(r["variant"], r["precision"], value, "")
+        return note.removeprefix("reference ")
 
     lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead |",
              "|---|---|---|---|---|---|"]
@@ -185,9 +194,9 @@ def format_table(rows: list[dict]) -> str:
         if r["step"] == "actor_critic":
             unit = " s" if r["reference_seconds_cpu"] else ""
             lines.append(f"| {r['variant']} | actor-critic step | {r['precision']} | "
-                         f"{r['seconds_median']:.3f} s | {ref(r['reference_seconds_cpu'])}{unit} | |")
+                         f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | |")
         else:
             lines.append(f"| {r['variant']} | imagination B={r['batch']} | {r['precision']} | "
                          f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
-                         f"{ref(r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % |")
+                         f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % |")
     return "\n".join(lines)

@@ -161,3 +161,35 @@ def test_run_files_are_merged_into_agent_tables(tmp_path, capsys):
     (runs / "a" / "again.json").write_text(json.dumps(again))
     assert "run counted twice: agent ours, game Pong, seed 1" in _errors(
         [*FAST, "--out", str(tmp_path / "o"), str(runs)], capsys)
+
+
+def test_run_folders_give_their_results_json_and_nothing_else(tmp_path, capsys):
+    """A sweep of train.py run folders: results.json are records; wandb/dataset JSON, unfinished and
+    Crafter runs are left out; unrelated JSON outside run folders is skipped with a note."""
+    sweep = tmp_path / "sweep"
+    for game, seed, score in [("PongNoFrameskip-v4", 0, -20.0), ("PongNoFrameskip-v4", 1, -19.0),
+                              ("BreakoutNoFrameskip-v4", 0, 5.0), ("BreakoutNoFrameskip-v4", 1, 7.0)]:
+        run = sweep / game / f"seed{seed}"
+        (run / "dataset" / "train").mkdir(parents=True)
+        (run / "wandb" / "files").mkdir(parents=True)
+        record = {"agent": "torchrl_deltairis", "game": game, "family": "atari", "seed": seed, "epoch": 600,
+                  "score": score, "returns": [score], "human_normalized_score": 0.1}
+        (run / "results.json").write_text(json.dumps(record))
+        (run / "dataset" / "train" / "commit.json").write_text(json.dumps({"num_rows": 10}))
+        (run / "wandb" / "files" / "wandb-summary.json").write_text("{}")
+        (run / "wandb" / "files" / "table.json").write_text(json.dumps({"Pong": [1.0]}))  # looks like a table
+        (run / "wandb" / "partial.json").write_text("{")
+    unfinished = sweep / "PongNoFrameskip-v4" / "seed2"
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / "other.json").write_text(json.dumps({"agent": "x", "game": "Pong", "seed": 2, "score": 1}))
+    crafter = sweep / "crafter" / "seed0"
+    crafter.mkdir(parents=True)
+    (crafter / "results.json").write_text(json.dumps({"agent": "torchrl_deltairis", "game": "crafter",
+                                                      "family": "crafter", "seed": 0, "score": 3.0}))
+    (sweep / "aggregate").mkdir()
+    (sweep / "aggregate" / "aggregates.json").write_text(json.dumps({"settings": {}}))
+    assert agg.read_inputs([f"ours={sweep}"]) == {"ours": {"Breakout": [5.0, 7.0], "Pong": [-20.0, -19.0]}}
+    assert "skipped 1 JSON files that are neither agent tables nor run records: aggregates.json" in \
+        capsys.readouterr().err
+    (sweep / "BreakoutNoFrameskip-v4" / "seed0" / "results.json").write_text(json.dumps({"score": 1}))
+    assert "results.json: neither a run record" in _errors([*FAST, "--out", str(tmp_path / "o"), str(sweep)], capsys)

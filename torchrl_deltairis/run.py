@@ -24,7 +24,8 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
-from torchrl_deltairis.envs import make_batched_env
+from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
+from torchrl_deltairis.envs.atari import human_normalized_score
 from torchrl_deltairis.envs.imagination import ImaginationEnv
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
@@ -166,6 +167,7 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
     saver = EpisodeSaver(media / "episodes" / "test", store, int(test.num_episodes_to_save))
     last_returns: list[float] = []
     burn_in = int(cfg.params.actor_critic.burn_in_length)
+    atari = isinstance(env_config(OmegaConf.to_container(cfg.env.test, resolve=True)), AtariConfig)
 
     def evaluate(epoch: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -175,6 +177,9 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
             stats = collector.collect_episodes(int(test.config.num_episodes))
             last_returns[:] = [float(r) for r in stats.returns]
             metrics.update(stats.summary("collection/test/"))
+            if atari and stats.returns:
+                metrics["collection/test/human_normalized_score"] = human_normalized_score(
+                    cfg.env.test.id, metrics["collection/test/return_mean"])
             saver.update(epoch)
             episodes_video(store, media / "videos" / f"epoch_{epoch:04d}_test.gif")
         for name, loss in losses.items():

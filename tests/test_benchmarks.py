@@ -1,0 +1,230 @@
+"""benchmarks/atari100k.py, crafter_benchmark.py and speed.py: sweeps through Hydra (a fake train.py for the
+resume and skip logic, the real one for the smoke benchmark), the Crafter report, speed --compare."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+if str(BENCH) not in sys.path:  # the scripts import each other as top-level modules, as when they run
+    sys.path.append(str(BENCH))
+
+import atari100k  # noqa: E402
+import crafter_benchmark as crafter  # noqa: E402
+import speed  # noqa: E402
+
+FAKE_TRAIN = '''
+"""Stands in for train.py: logs its call, writes a checkpoint, crashes once if told, else results.json."""
+import json, os
+from pathlib import Path
+import hydra
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    run, game, seed = Path.cwd(), cfg.env.train.id, cfg.params.common.seed
+    with open(os.environ["FAKE_TRAIN_LOG"], "a") as log:
+        log.write(f"{game} {seed} {cfg.params.common.resume} {cfg.params.name} {run}\\n")
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "state.pt").write_text("")
+    if os.environ.get("FAKE_TRAIN_CRASH") == f"{game}/{seed}" and not (run / "crashed").exists():
+        (run / "crashed").write_text("")
+        raise RuntimeError("crash")
+    record = {"agent": "torchrl_deltairis", "game": game, "family": cfg.env.train.family, "seed": seed,
+              "epoch": 2, "score": 10.0 * seed + len(game), "returns": [1.0]}
+    if game == "crafter":
+        rates = {f"a{i}": float(i * (seed + 1)) for i in range(22)}
+        split = {"episodes": 4, "score": float(seed), "success_rates": rates}
+        record["crafter"] = {"train": split, "test": split}
+    (run / "results.json").write_text(json.dumps(record))
+
+main()
+'''
+FAKE_CONFIGS = {
+    "config.yaml": "defaults:\n  - env: atari\n  - params: atari\n  - _self_\nwandb: {mode: offline}\n"
+                   "hydra:\n  job:\n    chdir: true\n",
+    "env/atari.yaml": "train: {id: BreakoutNoFrameskip-v4, family: atari}\ntest: {max_episode_steps: 1}\n",
+    "env/crafter.yaml": "train: {id: crafter, family: crafter}\ntest: {max_episode_steps: 1}\n",
+    "params/atari.yaml": "name: atari\ncommon: {seed: 0, resume: false, epochs: 600}\nevaluation: {every: 25}\n",
+    "params/crafter.yaml": "name: crafter\ncommon: {seed: 0, resume: false, epochs: 1000}\nevaluation: {every: 50}\n",
+    "params/smoke.yaml": "name: smoke\ncommon: {seed: 0, resume: false, epochs: 3}\nevaluation: {every: 2}\n",
+}
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    """A Hydra app with train.py's config shape; returns the path of its call log."""
+    app = tmp_path / "app"
+    for name, text in FAKE_CONFIGS.items():
+        (app / "conf" / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / "conf" / name).write_text(text)
+    (app / "train.py").write_text(textwrap.dedent(FAKE_TRAIN))
+    monkeypatch.setattr(atari100k, "TRAIN_SCRIPT", app / "train.py")
+    monkeypatch.setattr(crafter.sweeps, "TRAIN_SCRIPT", app / "train.py")
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_TRAIN_LOG", str(log))
+    return log
+
+
+def _calls(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_sweep_resumes_the_crashed_run_and_skips_finished_ones(tmp_path, fake_train, monkeypatch, capsys):
+    sweep_dir = tmp_path / "sweep"
+    monkeypatch.setenv("FAKE_TRAIN_CRASH", "PongNoFrameskip-v4/0")  # the first job
+    argv = ["--games", "Pong", "breakout", "--seeds", "2", "--sweep-dir", str(sweep_dir), "--no-aggregate"]
+    assert atari100k.main(argv) == 1  # one run crashed: not finished
+    calls = _calls(fake_train)
+    assert sorted((c[0], c[1]) for c in calls) == [("BreakoutNoFrameskip-v4", "0"), ("BreakoutNoFrameskip-v4", "1"),
+                                                   ("PongNoFrameskip-v4", "0"), ("PongNoFrameskip-v4", "1")]
+    assert {c[2] for c in calls} == {"auto"} and {c[3] for c in calls} == {"atari"}
+    for game, seed, *_, folder in calls:  # hydra.sweep.subdir=${env.train.id}/seed${params.common.seed}
+        assert Path(folder) == sweep_dir / game / f"seed{seed}"
+    out = capsys.readouterr()
+    assert "1 runs unfinished" in out.err and "3 finished, 1 started, 0 new" in out.out
+    assert atari100k.main(argv) == 0  # only the crashed run is launched again, and finishes
+    assert [c[:2] for c in _calls(fake_train)[len(calls):]] == [["PongNoFrameskip-v4", "0"]]
+    assert atari100k.main(argv) == 0  # all finished: nothing launched
+    assert len(_calls(fake_train)) == 5
+    assert "4 finished, 0 started, 0 new" in capsys.readouterr().out
+
+
+def test_joblib_launcher_and_aggregation(tmp_path, fake_train, capsys):
+    sweep_dir = tmp_path / "sweep"
+    argv = ["--smoke", "--launcher", "joblib", "--jobs", "2", "--sweep-dir", str(sweep_dir), "--reps", "100"]
+    assert atari100k.main(argv) == 0
+    assert {c[3] for c in _calls(fake_train)} == {"smoke"} and len(_calls(fake_train)) == 2
+    results = json.loads((sweep_dir / "aggregate" / "aggregates.json").read_text())
+    assert results["settings"]["games"] == ["Pong", "Breakout"]
+    assert results["per_game"]["torchrl_deltairis"]["Pong"]["mean_score"] == len("PongNoFrameskip-v4")
+    assert list(results["aggregates"]) == ["torchrl_deltairis", "DeltaIRIS", "IRIS", "DIAMOND"]
+    out = capsys.readouterr().out
+    assert "hydra/launcher=joblib hydra.launcher.n_jobs=2" in out and "P(agent > DeltaIRIS)" in out
+
+
+def test_blocks_group_games_by_unfinished_seeds(tmp_path):
+    sweep = atari100k.Sweep(tmp_path, "atari", "atari", ["A", "B", "C"], [0, 1, 2])
+    for game, seed in [("A", 0), ("B", 0), ("C", 0), ("C", 1), ("C", 2)]:
+        sweep.folder(game, seed).mkdir(parents=True)
+        (sweep.folder(game, seed) / "results.json").write_text(json.dumps({"game": game, "seed": seed, "score": 1}))
+    assert sweep.blocks() == [(["A", "B"], [1, 2])]
+    cmd = sweep.command(["A", "B"], [1, 2])
+    assert cmd[2:] == ["-m", "env=atari", "params=atari", "env.train.id=A,B", "params.common.seed=1,2",
+                       "params.common.resume=auto", f"hydra.sweep.dir={tmp_path}",
+                       "hydra.sweep.subdir=${env.train.id}/seed${params.common.seed}"]
+    (sweep.folder("A", 0) / "results.json").write_text(json.dumps({"game": "B", "seed": 0, "score": 1}))
+    with pytest.raises(atari100k.SweepError, match="holds game 'B' seed 0, expected 'A' seed 0"):
+        sweep.results()
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert atari100k.main(["--games", "Tetris", "--dry-run"]) == 2
+    assert "unknown Atari 100k game 'Tetris'" in capsys.readouterr().err
+    assert atari100k.main(["--jobs", "4", "--dry-run"]) == 2
+    assert "--jobs 4 needs --launcher joblib" in capsys.readouterr().err
+    assert atari100k.main(["--dry-run", "--sweep-dir", str(tmp_path), "params.common.device"]) == 2
+    assert "expected Hydra overrides KEY=VALUE" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_slurm_multirun(tmp_path, capsys):
+    argv = ["--dry-run", "--sweep-dir", str(tmp_path), "--launcher", "slurm_gpu", "hydra.launcher.partition=gpu"]
+    assert atari100k.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "0 finished, 0 started, 130 new (of 130 runs)" in out
+    assert "params.common.seed=0,1,2,3,4" in out and "env.train.id=AlienNoFrameskip-v4,Amidar" in out
+    assert "hydra/launcher=slurm_gpu hydra.launcher.partition=gpu" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_crafter_sweep_report_table_and_chart(tmp_path, fake_train, capsys):
+    sweep_dir = tmp_path / "sweep"
+    assert crafter.main(["--seeds", "2", "--sweep-dir", str(sweep_dir)]) == 0
+    assert [c[:3] for c in _calls(fake_train)] == [["crafter", "0", "auto"], ["crafter", "1", "auto"]]
+    out = capsys.readouterr().out
+    for split in ("train", "test"):
+        assert re.search(rf"{split} episodes +seed 0 +seed 1 +mean ± std", out), out
+    assert "31.50 ± 10.50" in out  # a21: 21 × (seed + 1) for seeds 0, 1
+    report = sweep_dir / "report"
+    summary = json.loads((report / "crafter.json").read_text())
+    assert summary["splits"]["train"]["overall"]["score"] == {"mean": 0.5, "std": 0.5, "min": 0.0, "max": 1.0}
+    assert (report / "crafter_success_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (report / "crafter_test.csv").read_text().splitlines()
+    assert rows[0] == "metric,seed0,seed1,mean,std,min,max" and len(rows) == 1 + 22 + 1
+
+
+def test_crafter_report_of_a_run_without_finished_training_episodes(tmp_path):
+    split = {"episodes": 2, "score": 1.0, "success_rates": {"wake_up": 50.0, "eat_cow": 0.0}}
+    results = [{"seed": 0, "game": "crafter", "crafter": {"train": None, "test": split}}]
+    summary = crafter.report(results, tmp_path)
+    assert summary["splits"]["train"]["episodes"] == 0 and summary["splits"]["test"]["episodes"] == 2
+    assert "–" in crafter.format_table(summary, "train")
+    with pytest.raises(atari100k.SweepError, match="has no 'crafter' entry"):
+        crafter.summarise([{"seed": 0, "game": "Pong"}])
+
+
+def _rows(seconds: float, rate: float) -> list[dict]:
+    return [{"device": "cpu", "variant": "atari", "step": "tokenizer", "precision": "bf16",
+             "memory_format": "contiguous", "seconds_median": seconds},
+            {"device": "cuda:0", "variant": "atari", "step": "imagination", "precision": "fp32", "batch": 64,
+             "steps_per_s_rollout": rate}]
+
+
+def test_speed_compare_two_saved_files(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"results": _rows(2.0, 100.0)}))
+    new.write_text(json.dumps({"results": _rows(1.0, 150.0)[::-1] + [{**_rows(1, 1)[0], "precision": "fp32"}]}))
+    proc = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--load", str(new), "--compare", str(old)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| cpu | atari | tokenizer | bf16 | contiguous | - | 2.000 s | 1.000 s | 0.500 | 2.00× |" in proc.stdout
+    assert "| cuda | atari | imagination | fp32 | - | 64 | 100.000 steps/s | 150.000 steps/s | 1.500 | 1.50× |" \
+        in proc.stdout
+    assert "(2 rows compared; 1 only in the new run, 0 only in the old one)" in proc.stdout
+    (tmp_path / "bad.json").write_text("{}")
+    proc = subprocess.run([sys.executable, str(BENCH / "speed.py"), "--load", str(new), "--compare",
+                           str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "expected a speed.py --json file" in proc.stderr
+
+
+@pytest.mark.slow
+def test_speed_tiny_measures_writes_json_and_compares(tmp_path):
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, str(BENCH / "speed.py"), "--tiny", "--device", "cpu", "--variants", "atari",
+           "--steps", "world_model", "imagination", "--precisions", "fp32", "bf16", "--memory-formats",
+           "contiguous", "--warmup", "0", "--repeats", "1", "--batches", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["step"], r["precision"]) for r in rows} == {(s, p) for s in ("world_model", "imagination")
+                                                           for p in ("fp32", "bf16")}
+    assert all(r["tiny"] and r["device"] == "cpu" for r in rows)
+    assert "4 rows compared" in speed.compare(rows, rows)
+
+
+@pytest.mark.slow
+def test_atari100k_smoke_end_to_end(tmp_path):
+    """2 games × 1 seed of the real train.py with params=smoke, aggregated; the second call launches nothing."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, str(BENCH / "atari100k.py"), "--smoke", "--sweep-dir", str(sweep_dir), "--reps", "200"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for game in ("PongNoFrameskip-v4", "BreakoutNoFrameskip-v4"):
+        result = json.loads((sweep_dir / game / "seed0" / "results.json").read_text())
+        assert result["game"] == game and result["seed"] == 0 and result["family"] == "atari"
+        with open(sweep_dir / game / "seed0" / "metrics.csv", newline="") as file:
+            last = list(csv.DictReader(file))[-1]  # the Atari smoke preset trains the scalar Atari heads
+        assert float(last["collection/test/human_normalized_score"]) == pytest.approx(
+            result["human_normalized_score"]) and "world_model/loss_rewards" in last
+    results = json.loads((sweep_dir / "aggregate" / "aggregates.json").read_text())
+    assert results["per_game"]["torchrl_deltairis"]["Pong"]["runs"] == 1
+    again = subprocess.run(cmd + ["--no-aggregate"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "2 finished" in again.stdout and "[multirun" not in again.stdout
