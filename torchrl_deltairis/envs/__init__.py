@@ -10,6 +10,7 @@ collector logs (``episode_reward``, ``step_count``).
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 
@@ -110,7 +111,11 @@ def make_batched_env(
     parallel = num_envs > 1 if parallel is None else parallel
     factory: Callable[[], EnvBase] = EnvCreator(lambda: make_env(typed, device=device)) if parallel else (
         lambda: make_env(typed, device=device))
-    if parallel:  # spawn also inside a process that forks its workers (Hydra's joblib launcher)
+    if parallel:
+        if multiprocessing.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+            # inside a joblib (loky) worker, as under Hydra's joblib launcher: spawned env workers would
+            # inherit the start method "loky", which plain multiprocessing cannot set up
+            multiprocessing.set_start_method("spawn", force=True)
         batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="spawn")
     else:
         batched = SerialEnv(num_envs, factory, device=device)
