@@ -16,6 +16,7 @@ from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 from torchrl_deltairis.envs import env_config, make_batched_env, make_env
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, convert_reference_state_dict
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
@@ -68,14 +69,11 @@ def validate_config(cfg: DictConfig) -> None:
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
     resolve_device(cfg.params.common.device)
-    from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
-
     ActorCriticLossConfig(loss=cfg.params.actor_critic.get("loss", "reinforce"))
     for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
-                 "collection.test.num_envs", "collection.test.config.num_episodes", "evaluation.every",
-                 "actor_critic.imagination_horizon"):
+                 "collection.train.config.num_steps_first_epoch", "collection.test.num_envs",
+                 "collection.test.config.num_episodes", "evaluation.every", "actor_critic.imagination_horizon"):
         _check_at_least(cfg, f"params.{path}", 1)
-    _check_at_least(cfg, "params.collection.train.config.num_steps_first_epoch", 1)
     for name in COMPONENTS:
         for key, minimum in (("batch_num_samples", 1), ("steps_per_epoch", 0), ("grad_acc_steps", 1),
                              ("start_after_epochs", 0), ("sequence_length", 2 if name == "tokenizer" else 1)):

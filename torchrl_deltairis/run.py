@@ -234,10 +234,8 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
               logger: RunLogger, started: list, progress: bool) -> Trainer:
     seed = int(cfg.params.common.seed)
     collector, store, num_actions = make_train_collection(cfg, run_dir, seed)
-    shutdowns = [logger.close]
     if collector is not None:
         started.append(collector.shutdown)
-        shutdowns.insert(0, collector.shutdown)
     models = make_models(cfg, num_actions, device)
     counts = EpisodeCounts()
     components = make_model_components(cfg, models, store, counts, device, seed)
@@ -250,7 +248,6 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
     evaluate, test_collector, test_returns = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
     if test_collector is not None:
         started.append(test_collector.shutdown)
-        shutdowns.insert(0, test_collector.shutdown)
     train_saver = EpisodeSaver(run_dir / "media" / "episodes" / "train", store,
                                int(cfg.params.collection.train.num_episodes_to_save))
 
@@ -285,5 +282,5 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
                    collection=collection_schedule(cfg), components=components, logger=logger, save=save,
                    evaluate=evaluate if cfg.params.evaluation.should else None,
                    eval_every=int(cfg.params.evaluation.every), start_epoch=start_epoch, progress=progress,
-                   on_close=tuple(shutdowns), finish=finish,
+                   on_close=tuple(reversed(started)), finish=finish,
                    on_epoch_end=(lambda epoch, _: train_saver.update(epoch),))
