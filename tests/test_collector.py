@@ -63,7 +63,7 @@ class _ListStore:
     def __init__(self):
         self.batches = []
 
-    def add_batch(self, td):
+    def add_batch(self, td, keep=None):
         self.batches.append(td)
 
 
@@ -99,7 +99,7 @@ def test_collector_writes_real_episodes_into_the_store(tmp_path):
     seen = _ListStore()
 
     class _Tee:  # records what the collector hands over, then stores it
-        def add_batch(self, td):
+        def add_batch(self, td, keep=None):
             seen.add_batch(td.clone())
             store.add_batch(td)
 

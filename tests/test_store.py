@@ -239,3 +239,26 @@ def test_sigkill_never_corrupts_committed_data(tmp_path):
         assert_episode_equal(store.episode(episode_id), steps, episode_id)
     store.add_batch(make_batch(torch.zeros(8, 2, dtype=torch.bool), seed=0))  # and it goes on
     assert EpisodeStore(path).num_steps == store.num_steps
+
+
+def test_keep_drops_the_steps_after_a_finished_episode(tmp_path):
+    """An env past its test quota: its later steps are neither stored nor given episode ids."""
+    store = EpisodeStore(tmp_path / "store", capacity=100)
+    done = torch.tensor([[False, True, False, False], [False, False, False, True]])
+    keep = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    batch = make_batch(done, seed=0)
+    episodes = store.add_batch(batch, keep=keep)
+    assert episodes.tolist() == [[0, 0, -1, -1], [1, 1, 1, 1]]
+    assert store.num_steps == 6 and store.lengths.tolist() == [2, 4] and bool(store.finished.all())
+    assert torch.equal(store.episode(0)[keys.PIXELS], batch[keys.PIXELS][0, :2])
+    assert store.open_episodes.tolist() == [-1, -1]
+    # a row dropped whole, the other starting its next episode: ids stay consecutive
+    again = store.add_batch(make_batch(torch.zeros(2, 3, dtype=torch.bool), seed=1),
+                            keep=torch.tensor([[False] * 3, [True] * 3]))
+    assert again.tolist() == [[-1, -1, -1], [2, 2, 2]] and store.num_episodes == 3
+    assert store.open_episodes.tolist() == [-1, 2]
+    for bad, match in ((torch.tensor([[True, False, True], [True] * 3]), "prefix"),
+                       (torch.tensor([[True] * 3, [True, False, False]]), "finished episode")):
+        with pytest.raises(ValueError, match=match):
+            store.add_batch(make_batch(torch.zeros(2, 3, dtype=torch.bool), seed=2), keep=bad)
+    assert store.num_steps == 9

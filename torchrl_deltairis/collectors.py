@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
+from torchrl.data import Categorical, Composite
 from torchrl.envs import EnvBase, ExplorationType, exploration_type
 from tqdm.auto import tqdm
 
@@ -53,10 +54,22 @@ class ExplorationPolicy(TensorDictModuleBase):
         self.set_policy(policy)
 
     def set_policy(self, policy: TensorDictModuleBase | None) -> None:
-        """Swaps the wrapped policy (e.g. the actor once it exists); the keys follow it."""
+        """Sets the wrapped policy; the keys follow it. Set it before building a collector: the
+        collector reads :attr:`spec` once, to know which outputs to bring back from the policy's device."""
         self.policy = policy
         self.in_keys = list(policy.in_keys) if policy is not None else [keys.PIXELS]
         self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), self.action_key]))
+
+    @property
+    def spec(self) -> Composite:
+        """Unbatched specs of every output: the action and the wrapped policy's own (when it has a
+        ``spec``). A TorchRL ``Collector`` reads them instead of probing the policy, which, at epsilon 1,
+        would never call the wrapped network and so would miss its outputs (the LSTM state among them)."""
+        out = Composite({self.action_key: Categorical(self.num_actions, shape=(), dtype=torch.int64)})
+        inner = getattr(self.policy, "spec", None)
+        if isinstance(inner, Composite):
+            out.update(inner)
+        return out
 
     def _random_actions(self, td: TensorDictBase) -> torch.Tensor:
         return torch.randint(self.num_actions, td.batch_size, device=td.device)
@@ -104,41 +117,70 @@ class CollectionStats:
 class EpisodeCollector:
     """Collects real steps with a TorchRL ``Collector`` and appends them to an episode store.
 
+    Devices: the envs step on ``env.device`` (the CPU), the policy runs on ``policy_device`` (the
+    models' device) and batches are stored from ``storing_device`` (the CPU). The stock collector
+    does every transfer between the three (its ``env_device``, ``policy_device`` and
+    ``storing_device``); the burn-in state is computed on the network's device and written into the
+    collector's current step on the env's device, where the collector keeps it between steps.
+
     Args:
-        env: a batched env (batch size ``[num_envs]``), e.g. from ``make_batched_env``.
-        policy: the behaviour policy (usually an ``ExplorationPolicy``); it may be changed between
-            calls (its epsilon, its wrapped policy), since the collector runs it in this process.
-        store: anything with ``add_batch(td)`` taking ``[num_envs, T]`` batches (the episode store).
+        env: a batched env (batch size ``[num_envs]``), e.g. from ``make_batched_env``. A recurrent
+            policy's state keys must be in its specs (append the trunk's ``make_tensordict_primer()``).
+        policy: the behaviour policy (usually an ``ExplorationPolicy``); its epsilon may change between
+            calls, since the collector runs it in this process.
+        store: anything with ``add_batch(td, keep=None)`` taking ``[num_envs, T]`` batches (the
+            episode store).
         steps_per_batch: steps per env in one collector batch; a batch holds ``num_envs`` times that.
-        before_collect: called as ``before_collect(num_envs, frame_shape, device)`` at the start of
-            every ``collect`` (e.g. :class:`torchrl_deltairis.policy.CollectBurnIn`).
+        policy_device: where the policy runs (None: the env's device).
+        before_collect: called as ``before_collect(num_envs, frame_shape)`` at the start of every
+            ``collect`` and ``collect_episodes``; a TensorDict ``[num_envs]`` it returns is written into
+            the step about to be taken (e.g. :class:`torchrl_deltairis.policy.CollectBurnIn`'s state).
     """
 
     def __init__(self, env: EnvBase, policy: Callable, store, *, steps_per_batch: int = 64,
-                 storing_device: str | torch.device = "cpu", progress: bool = True,
-                 before_collect: Callable[[int, tuple[int, ...], torch.device], None] | None = None):
+                 policy_device: str | torch.device | None = None, storing_device: str | torch.device = "cpu",
+                 progress: bool = True,
+                 before_collect: Callable[[int, tuple[int, ...]], TensorDictBase | None] | None = None):
         if len(env.batch_size) != 1:
             raise ValueError(f"expected a batched env with batch size [num_envs], got {tuple(env.batch_size)}")
         self.env, self.policy, self.store, self.progress = env, policy, store, progress
         self.before_collect = before_collect
         self.num_envs = env.batch_size[0]
         self.frames_per_batch = self.num_envs * steps_per_batch
+        env_device = env.device if env.device is not None else torch.device("cpu")
         self.collector = Collector(env, policy, frames_per_batch=self.frames_per_batch, total_frames=-1,
+                                   env_device=env_device,
+                                   policy_device=policy_device if policy_device is not None else env_device,
                                    storing_device=storing_device, trust_policy=True,
                                    auto_register_policy_transforms=False)
         self._iterator: Iterator[TensorDictBase] | None = None
         self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
 
+    @property
+    def devices(self) -> dict[str, torch.device]:
+        """The stock collector's ``env_device``, ``policy_device`` and ``storing_device``."""
+        c = self.collector
+        return {"env_device": c.env_device, "policy_device": c.policy_device, "storing_device": c.storing_device}
+
+    def _start(self) -> None:
+        """Runs ``before_collect`` and writes what it returns into the collector's current step."""
+        if self._iterator is None:
+            self._iterator = iter(self.collector)
+        if self.before_collect is None:
+            return
+        frame_shape = tuple(self.env.observation_spec[keys.PIXELS].shape[-3:])
+        values = self.before_collect(self.num_envs, frame_shape)
+        if values is not None:
+            # The stock Collector keeps the step it is about to take in its carrier TensorDict (on the
+            # env's device) and offers no public setter: this is the one place that writes into it.
+            self.collector._carrier.update(values.to(self.collector.env_device))
+
     def collect(self, num_steps: int, desc: str = "collect") -> CollectionStats:
         """Collects at least ``num_steps - excess`` steps (whole batches), stores them, and returns
         the statistics; the overshoot is carried over to the next call, as the reference does."""
         stats = CollectionStats()
-        if self.before_collect is not None:
-            frame_shape = tuple(self.env.observation_spec[keys.PIXELS].shape[-3:])
-            self.before_collect(self.num_envs, frame_shape, self.env.device or torch.device("cpu"))
+        self._start()
         target = max(num_steps - self.excess_steps, 0)
-        if self._iterator is None:
-            self._iterator = iter(self.collector)
         with tqdm(total=target, desc=desc, unit="step", disable=not self.progress, leave=False) as bar:
             while stats.num_steps < target:
                 batch = next(self._iterator)
@@ -149,33 +191,50 @@ class EpisodeCollector:
         self.excess_steps = stats.num_steps - target
         return stats
 
-    def collect_episodes(self, num_episodes: int, desc: str = "test episodes") -> CollectionStats:
-        """Fresh episodes on every env (the collector is reset, the store's running episodes are
-        ended), collected until ``num_episodes`` have finished (the test collection of an evaluation);
-        the statistics cover the first ``num_episodes`` to finish."""
+    @staticmethod
+    def episode_quotas(num_episodes: int, num_envs: int) -> torch.Tensor:
+        """How many episodes each env plays in ``collect_episodes``: ``num_episodes`` split as evenly
+        as possible, fixed before any episode is played."""
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        return torch.full((num_envs,), num_episodes // num_envs) + (torch.arange(num_envs) < num_episodes % num_envs)
+
+    def collect_episodes(self, num_episodes: int, desc: str = "test episodes") -> CollectionStats:
+        """Fresh episodes on every env (the collector is reset, the store's running episodes are
+        ended, ``before_collect`` runs, as the reference burns the LSTM in on zero frames before its
+        test episodes), until each env has played its quota (:meth:`episode_quotas`).
+
+        Unbiased: every env plays a number of episodes fixed in advance, whatever their lengths, so
+        long episodes count as much as short ones (keeping the first ``num_episodes`` to finish would
+        favour short ones). The steps an env takes after its quota are neither stored nor counted."""
+        quotas = self.episode_quotas(num_episodes, self.num_envs)
         self.collector.reset()
         self.store.end_open_episodes()
         self.excess_steps = 0
+        self._start()
         stats = CollectionStats()
-        if self._iterator is None:
-            self._iterator = iter(self.collector)
+        finished = torch.zeros(self.num_envs, dtype=torch.long)
         with tqdm(total=num_episodes, desc=desc, unit="episode", disable=not self.progress, leave=False) as bar:
-            while len(stats.returns) < num_episodes:
+            while bool((finished < quotas).any()):
                 batch = next(self._iterator)
-                self.store.add_batch(batch)
+                done = batch.get(keys.NEXT_DONE).squeeze(-1).cpu()  # [num_envs, T]
+                # a step counts while its env has not finished its quota before it
+                ended_before = finished[:, None] + done.long().cumsum(1) - done.long()
+                keep = ended_before < quotas[:, None]
+                self.store.add_batch(batch, keep=keep)
                 before = len(stats.returns)
-                self._record_episodes(batch, stats)
-                stats.num_steps += batch.numel()
-                bar.update(min(len(stats.returns), num_episodes) - before)
-        del stats.returns[num_episodes:], stats.lengths[num_episodes:], stats.achievements[num_episodes:]
+                self._record_episodes(batch, stats, keep)
+                stats.num_steps += int(keep.sum())
+                finished += (done & keep).sum(1)
+                bar.update(len(stats.returns) - before)
         return stats
 
     @staticmethod
-    def _record_episodes(batch: TensorDictBase, stats: CollectionStats) -> None:
+    def _record_episodes(batch: TensorDictBase, stats: CollectionStats, keep: torch.Tensor | None = None) -> None:
         nxt = batch.get("next")
         done = nxt.get(keys.DONE).squeeze(-1)
+        if keep is not None:
+            done = done & keep.to(done.device)
         if not done.any():
             return
         stats.returns.extend(nxt.get("episode_reward")[done].squeeze(-1).tolist())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torchrl.envs import EnvBase
 
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
@@ -19,6 +20,7 @@ from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, convert_reference_state_dict
+from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -129,11 +131,9 @@ def collection_schedule(cfg: DictConfig) -> CollectionSchedule:
                               epsilon=col.config.epsilon)
 
 
-def make_train_collection(cfg: DictConfig, run_dir: Path,
-                          seed: int) -> tuple[EpisodeCollector | None, EpisodeStore, int]:
-    """The training envs (``ParallelEnv`` of ``num_envs``), the store at ``run_dir/dataset/train``,
-    and the collector, its policy uniform random (the first epoch's) until the actor is set; also the
-    number of actions. On a static dataset: no collector, the dataset's train store."""
+def make_train_env(cfg: DictConfig, run_dir: Path, seed: int) -> tuple[EnvBase | None, EpisodeStore, int]:
+    """The training envs (``ParallelEnv`` of ``num_envs``), the store at ``run_dir/dataset/train`` and
+    the number of actions. On a static dataset: no env, the dataset's train store."""
     col = cfg.params.collection.train
     env_cfg = OmegaConf.to_container(cfg.env.train, resolve=True)
     static = static_dataset(cfg)
@@ -144,10 +144,21 @@ def make_train_collection(cfg: DictConfig, run_dir: Path,
         return None, EpisodeStore(static / "train"), num_actions
     env = make_batched_env(env_cfg, col.num_envs, seed=seed)
     store = EpisodeStore(run_dir / "dataset" / "train", capacity=store_capacity(cfg))
-    policy = ExplorationPolicy(int(env.action_spec.space.n), None, epsilon=1.0,
-                               temperature=col.config.temperature, should_sample=col.config.should_sample)
-    collector = EpisodeCollector(env, policy, store, steps_per_batch=col.steps_per_batch)
-    return collector, store, policy.num_actions
+    return env, store, int(env.action_spec.space.n)
+
+
+def make_collector(env: EnvBase, trunk: ActorCriticTrunk, store: EpisodeStore, collection: DictConfig, *,
+                   steps_per_batch: int, device: torch.device, epsilon: float) -> EpisodeCollector:
+    """A collector of ``env`` into ``store`` with the policy ``trunk`` (``params.collection.{train,test}``:
+    temperature, sampling, burn-in). The trunk's primer goes on the env, so the LSTM state travels from
+    step to step in the TensorDict; the policy runs on ``device``, the env and the store on the CPU."""
+    env.append_transform(trunk.make_tensordict_primer())
+    conf = collection.config
+    policy = ExplorationPolicy(int(env.action_spec.space.n), trunk, epsilon=epsilon, temperature=conf.temperature,
+                               should_sample=conf.should_sample)
+    burn = CollectBurnIn(trunk, store, int(conf.burn_in_length), policy=policy)
+    return EpisodeCollector(env, policy, store, steps_per_batch=steps_per_batch, policy_device=device,
+                            before_collect=burn)
 
 
 def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:

@@ -2,23 +2,34 @@
 
 - :class:`ActorCriticTrunk` runs one :class:`~torchrl_deltairis.modules.CnnLstmActorCritic` on a
   TensorDict. Sequential mode (collectors, imagination): one LSTM step per call from
-  ``recurrent_state_h/c`` (zeros where ``is_init`` is True or the state is absent), writing
-  ``"logits"``, ``"value_logits"``, ``"state_value"`` and the new state under ``("next", ...)``, so
-  TorchRL's ``step_mdp`` carries it. Recurrent mode (``torchrl.modules.set_recurrent_mode(True)``, set
-  by every TorchRL loss, on ``[B, T]`` data): it unrolls the LSTM over T from the first step's state
-  (resetting where ``is_init``), like ``LSTMModule``, with the CNN batched over B·T.
+  ``recurrent_state_h/c`` (zeros where the state is absent), writing ``"logits"``, ``"value_logits"``,
+  ``"state_value"`` and the new state under ``("next", ...)``, so that TorchRL's ``step_mdp`` carries
+  it to the next step. In a real env the state keys must be in the env's specs: append
+  :meth:`ActorCriticTrunk.make_tensordict_primer` (a ``TensorDictPrimer``, as for TorchRL's
+  ``LSTMModule``); it also zeroes the state of every env that resets. Recurrent mode
+  (``torchrl.modules.set_recurrent_mode(True)``, set by every TorchRL loss, on ``[B, T]`` data): it
+  unrolls the LSTM over T from the first step's state (zeroed where ``is_init``, and again wherever
+  ``is_init`` marks a new episode inside the sequence), like ``LSTMModule``, with the CNN batched
+  over B·T.
 - :func:`make_actor` wraps the trunk into a ``ProbabilisticTensorDictSequential`` with a
   ``Categorical`` over int64 actions (``"action"``, ``"action_log_prob"``); ``ExplorationType.MODE``
   takes the argmax. :func:`make_value_operator` is the critic view of the same trunk.
 - :func:`burn_in` runs a network's LSTM over context frames (the policy and its EMA target each run
   their own) and returns the state to start from. :class:`CollectBurnIn` does the same at the start
-  of each real-environment collect, over the last frames of each env's running episode.
+  of each real-environment collect, over the last frames of each env's running episode, and returns
+  the state as a TensorDict that the collector writes into its current step (no state stays on a
+  module between calls).
+
+Why sequential mode does not zero the state on ``is_init`` (TorchRL's ``LSTMModule`` does): the
+primer already zeroes it at every reset, and at the start of a collect the reference starts each
+env, running episode or fresh one, from the burned-in state (on zero frames for a fresh episode),
+which the collector writes over the primer's zeros.
 """
 
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
@@ -91,12 +102,27 @@ class ActorCriticTrunk(TensorDictModuleBase):
         self.in_keys = [pixels_key, *self.state_keys, is_init_key]
         values = [value_logits_key, value_key] if write_values else []
         self.out_keys = [logits_key, *values, *(("next", k) for k in self.state_keys)]
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def set_pending_state(self, h: torch.Tensor, c: torch.Tensor) -> None:
-        """The next sequential call starts from (h, c) ``[*B, lstm_dim]`` instead of the TensorDict's
-        state, ``is_init`` notwithstanding (the collector's burn-in at the start of a collect)."""
-        self._pending = (h, c)
+    @property
+    def lstm_dim(self) -> int:
+        return self.net.config.lstm_dim
+
+    @property
+    def spec(self) -> Composite:
+        """Unbatched specs of every output key (a TorchRL ``Collector`` reads them to know, before
+        the first step, which keys to copy back from the policy's device)."""
+        net_cfg = self.net.config
+        out = {self.logits_key: Unbounded(shape=(net_cfg.num_actions,))}
+        if self.write_values:
+            out[self.value_logits_key] = Unbounded(shape=(net_cfg.num_value_outputs,))
+            out[self.value_key] = Unbounded(shape=(1,))
+        out["next"] = Composite({k: Unbounded(shape=(self.lstm_dim,)) for k in self.state_keys})
+        return Composite(out)
+
+    def make_tensordict_primer(self) -> TensorDictPrimer:
+        """The ``TensorDictPrimer`` that puts this trunk's state keys in a real env's specs (zeros at
+        every reset), so that ``step_mdp`` carries the state: ``env.append_transform(...)``."""
+        return recurrent_state_primer(self.lstm_dim, self.state_keys)
 
     def _initial_state(self, td: TensorDictBase, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = (td.get(k, None) for k in self.state_keys)
@@ -125,10 +151,7 @@ class ActorCriticTrunk(TensorDictModuleBase):
         frames = functional.pixels_to_float(td.get(self.pixels_key))
         if recurrent_mode() and td.ndim >= 2:
             return self._sequence(td, frames)
-        if self._pending is not None:
-            (h, c), self._pending = self._pending, None
-        else:
-            h, c = self._reset_where_init(td, *self._initial_state(td, frames))
+        h, c = self._initial_state(td, frames)  # the TensorDict's state (see the module docstring)
         batch = frames.shape[:-3]
         out = self.net(frames.reshape(-1, *frames.shape[-3:]), h.reshape(-1, h.size(-1)),
                        c.reshape(-1, c.size(-1)))
@@ -177,9 +200,12 @@ def make_value_operator(trunk: ActorCriticTrunk) -> ActorCriticTrunk:
 class CollectBurnIn:
     """``EpisodeCollector(before_collect=...)``: at the start of a collect, the trunk's LSTM is run over
     the last ``burn_in_length`` stored frames of each env's running episode (zero frames before its
-    start or when there is none, as the reference does) and its next step starts from that state.
+    start, or all zeros for an env whose episode has just begun, as the reference does), on the
+    network's device. Returns the state as a TensorDict ``[num_envs]`` of the trunk's state keys; the
+    collector writes it into the step it is about to take.
 
-    Skipped while ``policy.epsilon >= 1`` (the uniform first epoch never calls the network).
+    Returns None (nothing to write) when ``burn_in_length`` is 0, or while ``policy.epsilon >= 1``
+    (the uniform first epoch never calls the network; the reference skips the burn-in then too).
     """
 
     def __init__(self, trunk: ActorCriticTrunk, store, burn_in_length: int, *, policy=None) -> None:
@@ -190,16 +216,16 @@ class CollectBurnIn:
     def frames(self, num_envs: int, frame_shape: tuple[int, ...]) -> torch.Tensor:
         """uint8 ``[num_envs, burn_in_length, *frame_shape]``, the newest frame last."""
         out = torch.zeros(num_envs, self.burn_in_length, *frame_shape, dtype=torch.uint8)
-        for env, episode in enumerate(self.store.open_episodes.tolist()[:num_envs]):
+        open_episodes = self.store.open_episodes.tolist()
+        for env, episode in enumerate(open_episodes[:num_envs]):
             if episode >= 0 and self.burn_in_length > 0:
                 pixels = self.store.episode(episode).get(keys.PIXELS)[-self.burn_in_length:]
                 out[env, self.burn_in_length - pixels.shape[0]:] = pixels
         return out
 
-    def __call__(self, num_envs: int, frame_shape: tuple[int, ...], device: torch.device | str) -> None:
+    def __call__(self, num_envs: int, frame_shape: tuple[int, ...]) -> TensorDict | None:
         if self.burn_in_length == 0 or (self.policy is not None and self.policy.epsilon >= 1):
-            return
-        frames = self.frames(num_envs, frame_shape).to(device)
-        with torch.no_grad():
-            out = self.trunk.net.unroll(functional.pixels_to_float(frames))
-        self.trunk.set_pending_state(out.hx, out.cx)
+            return None
+        device = next(self.trunk.net.parameters()).device
+        h, c = burn_in(self.trunk.net, self.frames(num_envs, frame_shape).to(device))
+        return TensorDict(dict(zip(self.trunk.state_keys, (h, c))), batch_size=[num_envs], device=device)

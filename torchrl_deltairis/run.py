@@ -22,7 +22,6 @@ from tensordict import TensorDict, TensorDictBase
 
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
-from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
 from torchrl_deltairis.envs.atari import human_normalized_score
@@ -34,7 +33,8 @@ from torchrl_deltairis.factory import (
     make_component,
     make_model_components,
     make_models,
-    make_train_collection,
+    make_collector,
+    make_train_env,
     resolve_device,
     static_dataset,
     validate_config,
@@ -48,7 +48,7 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
     make_actor_critic_loss,
     make_target_updater,
 )
-from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, make_actor, recurrent_state_spec
+from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
 from torchrl_deltairis.results import run_results, write_results
 from torchrl_deltairis.trainer import Component, Trainer
@@ -154,11 +154,8 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
         env = make_batched_env(OmegaConf.to_container(cfg.env.test, resolve=True), test.num_envs, seed=seed + 10_000)
         store = EpisodeStore(run_dir / "dataset" / "test",
                              capacity=int(cfg.params.collection.get("test_capacity", 2_000_000)))
-        policy = ExplorationPolicy(int(env.action_spec.space.n), trunk, epsilon=test.config.epsilon,
-                                   temperature=test.config.temperature, should_sample=test.config.should_sample)
-        collector = EpisodeCollector(env, policy, store, steps_per_batch=cfg.params.collection.train.steps_per_batch,
-                                     before_collect=CollectBurnIn(trunk, store, test.config.burn_in_length,
-                                                                  policy=policy))
+        collector = make_collector(env, trunk, store, test, steps_per_batch=cfg.params.collection.train.steps_per_batch,
+                                   device=device, epsilon=test.config.epsilon)
     training = cfg.params.training
     losses = {"tokenizer": TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss),
               "world_model": WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)}
@@ -233,18 +230,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
 def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict, state: dict | None,
               logger: RunLogger, started: list, progress: bool) -> Trainer:
     seed = int(cfg.params.common.seed)
-    collector, store, num_actions = make_train_collection(cfg, run_dir, seed)
-    if collector is not None:
-        started.append(collector.shutdown)
+    env, store, num_actions = make_train_env(cfg, run_dir, seed)
+    if env is not None:
+        started.append(env.close)
     models = make_models(cfg, num_actions, device)
     counts = EpisodeCounts()
     components = make_model_components(cfg, models, store, counts, device, seed)
     ac_component, trunk, dream = make_actor_critic_component(cfg, models, store, counts, device, seed)
     components.append(ac_component)
-    if collector is not None:
-        collector.policy.set_policy(trunk)
-        collector.before_collect = CollectBurnIn(trunk, store, cfg.params.actor_critic.burn_in_length,
-                                                 policy=collector.policy)
+    collector = None
+    if env is not None:  # the first epoch's policy is uniform (epsilon 1); the trainer sets it per epoch
+        collector = make_collector(env, trunk, store, cfg.params.collection.train,
+                                   steps_per_batch=cfg.params.collection.train.steps_per_batch, device=device,
+                                   epsilon=1.0)
+        started[started.index(env.close)] = collector.shutdown  # it closes the env
     evaluate, test_collector, test_returns = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
     if test_collector is not None:
         started.append(test_collector.shutdown)

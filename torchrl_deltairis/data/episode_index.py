@@ -24,12 +24,15 @@ class EpisodeAssignment(NamedTuple):
 
 
 def assign_episodes(
-    done: torch.Tensor, open_episode: torch.Tensor, open_length: torch.Tensor, num_episodes: int
+    done: torch.Tensor, open_episode: torch.Tensor, open_length: torch.Tensor, num_episodes: int,
+    keep: torch.Tensor | None = None,
 ) -> EpisodeAssignment:
     """Episode ids and steps for a batch of ``E`` env rows × ``T`` consecutive steps.
 
     A row continues its open episode (``open_episode[e] >= 0``) unless the step before was done.
-    New ids are allocated in order of creation: by time step first, then by env row.
+    New ids are allocated in order of creation: by time step first, then by env row. ``keep``
+    (bool ``(E, T)``, optional) marks the steps that will be stored: in each row a prefix, and a
+    dropped suffix must follow a done step (or a row with no open episode); dropped steps get no id.
     """
     assert done.ndim == 2 and done.dtype == torch.bool, (done.shape, done.dtype)
     num_envs, horizon = done.shape
@@ -37,6 +40,17 @@ def assign_episodes(
     starts = torch.zeros_like(done)  # (E, T): a new episode begins at this step
     starts[:, 0] = open_episode < 0
     starts[:, 1:] = done[:, :-1]
+    if keep is not None:
+        assert keep.shape == done.shape and keep.dtype == torch.bool, (keep.shape, keep.dtype)
+        if bool((keep[:, 1:] & ~keep[:, :-1]).any()):
+            raise ValueError("keep must be a prefix of each env row")
+        cut = keep.sum(1)  # first dropped step of each row (horizon: none)
+        cut_after_done = torch.where(cut > 0, done.gather(1, (cut - 1).clamp(min=0)[:, None])[:, 0],
+                                     open_episode < 0)
+        if bool(((cut < horizon) & ~cut_after_done).any()):
+            raise ValueError("keep may only drop the steps that follow a finished episode")
+        starts &= keep
+        done = done | ~keep  # a row whose kept steps ended has no open episode after the batch
     time_idx, env_idx = starts.T.nonzero(as_tuple=True)  # time-major: creation order
     new_id = torch.full((num_envs, horizon), -1, dtype=torch.int64)
     new_id[env_idx, time_idx] = num_episodes + torch.arange(time_idx.numel())

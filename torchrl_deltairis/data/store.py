@@ -149,12 +149,16 @@ class EpisodeStore:
         )
 
     # ---------------------------------------------------------------- writing
-    def add_batch(self, batch: TensorDictBase) -> torch.Tensor:
+    def add_batch(self, batch: TensorDictBase, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Append a collector batch ``[num_envs, T]`` (or one env's ``[T]``) and commit it.
 
-        Returns the episode id of every step, shaped like the batch.
+        ``keep`` (bool, shaped like the batch) stores only the steps it marks: a prefix of each env
+        row, whose dropped rest follows a finished episode (an env past its test quota). Returns the
+        episode id of every step, shaped like the batch (-1 for dropped steps).
         """
         steps, done = steps_from_batch(batch, self._frame_shape())
+        if keep is not None:
+            keep = keep.reshape(steps.shape).to(device="cpu", dtype=torch.bool)
         if self.num_steps + steps.numel() > self.capacity:
             raise RuntimeError(
                 f"store full: {self.num_steps} + {steps.numel()} steps > capacity {self.capacity}"
@@ -167,10 +171,15 @@ class EpisodeStore:
                     "running episodes; call end_open_episodes() first if the environments changed"
                 )
             self._end_open_episodes(num_envs)
-        assigned = assign_episodes(done, self._open_episode, self._open_length, self.num_episodes)
+        assigned = assign_episodes(done, self._open_episode, self._open_length, self.num_episodes, keep)
         steps[keys.EPISODE] = assigned.episode
         steps[keys.STEP] = assigned.step
         flat = steps.reshape(-1)  # env-major: each env row's steps stay contiguous on disk
+        if keep is not None:
+            flat = flat[keep.reshape(-1)]
+        if flat.numel() == 0:
+            self._open_episode, self._open_length = assigned.open_episode, assigned.open_length
+            return torch.full(batch.shape, -1, dtype=torch.int64)
         if self._num_rows == 0:  # first write ever: lay out the files, then the padding row
             self.buffer.extend(torch.zeros_like(flat[:1]))
             self._num_rows = 1
@@ -180,7 +189,8 @@ class EpisodeStore:
         self._num_rows += flat.numel()
         self._open_episode, self._open_length = assigned.open_episode, assigned.open_length
         self._commit()
-        return assigned.episode if batch.ndim == 2 else assigned.episode[0]
+        episode = assigned.episode if keep is None else torch.where(keep, assigned.episode, -1)
+        return episode if batch.ndim == 2 else episode[0]
 
     def end_open_episodes(self) -> None:
         """Forget the running episodes: every env row's next step starts a new episode."""
