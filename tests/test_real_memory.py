@@ -252,3 +252,31 @@ def test_the_burn_in_runs_on_the_networks_device():
     state = CollectBurnIn(trunk, _Store(), 2)(2, (3, 64, 64))
     assert isinstance(state, TensorDict) and state.device == torch.device("meta")
     assert state[keys.RECURRENT_STATE_H].device.type == "meta" and state.batch_size == (2,)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+def test_on_a_gpu_the_state_comes_back_from_the_policys_device(tmp_path, parallel):
+    """Envs and store on the CPU, the policy on CUDA: the collected batches still carry the state."""
+    env = make_batched_env({"family": "gym", "id": REACH_ID}, 2, seed=0, parallel=parallel)
+    trunk = _trunk(int(env.action_spec.space.n))
+    trunk.net.to("cuda")
+    store = EpisodeStore(tmp_path / "store", capacity=10_000)
+    collector = make_collector(env, trunk, store, _collection(), steps_per_batch=5, device=torch.device("cuda"),
+                               epsilon=1.0)
+    collector.progress = False
+    try:
+        collector.collect(10)
+        collector.policy.epsilon = 0.0
+        frames = collector.before_collect.frames(2, (3, 64, 64))
+        batches = _record_batches(collector)
+        collector.collect(20)
+        assert all(b.device == torch.device("cpu") for b in batches)
+        torch.testing.assert_close(batches[0][:, 0][keys.RECURRENT_STATE_H],
+                                   burn_in(trunk.net, frames.cuda())[0].cpu(), atol=1e-5, rtol=1e-5)
+        _check_carried(batches, skip_first=True)
+        stats = collector.collect_episodes(4)
+        assert len(stats.returns) == 4
+    finally:
+        collector.shutdown()

@@ -19,7 +19,8 @@ def _cfg(*overrides: str) -> DictConfig:
 
 
 def test_the_shipped_presets_validate():
-    for overrides in ((), ("env=atari", "params=atari"), ("env=reach", "params=reach"), ("env=gym",)):
+    for overrides in ((), ("env=atari", "params=atari"), ("env=reach", "params=reach"), ("env=recall", "params=recall"),
+                      ("env=gym",)):
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             validate_config(compose("config", overrides=list(overrides)))
 
@@ -28,6 +29,9 @@ def test_the_shipped_presets_validate():
     ("params.actor_critic.loss=sac", r"loss='sac'; valid choices are \['reinforce', 'a2c', 'ppo'\]"),
     ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
     ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),
+    ("params.training.learning_rate=0", r"params.training.learning_rate=0; expected a number > 0"),
+    ("+params.training.actor_critic.learning_rate=-1",
+     r"params.training.actor_critic.learning_rate=-1; expected a number > 0"),
     ("params.training.world_model.batch_num_samples=-4",
      r"params.training.world_model.batch_num_samples=-4; expected an integer >= 1"),
     ("params.training.tokenizer.sequence_length=1", r"params.training.tokenizer.sequence_length=1; expected an integer >= 2"),
@@ -74,3 +78,11 @@ def test_initialization_loads_the_chosen_parts(tmp_path):
     cfg.params.initialization.load_actor_critic = True
     with pytest.raises(ValueError, match="holds no world_model weights.*load_world_model=false"):
         initialize_models(target, cfg)
+
+
+def test_a_component_may_have_its_own_learning_rate():
+    from torchrl_deltairis.factory import learning_rate
+
+    cfg = _cfg("+params.training.world_model.learning_rate=0.0003")
+    assert learning_rate(cfg, "world_model") == 0.0003
+    assert learning_rate(cfg, "tokenizer") == learning_rate(cfg, "actor_critic") == cfg.params.training.learning_rate

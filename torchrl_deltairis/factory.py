@@ -80,6 +80,12 @@ def validate_config(cfg: DictConfig) -> None:
         for key, minimum in (("batch_num_samples", 1), ("steps_per_epoch", 0), ("grad_acc_steps", 1),
                              ("start_after_epochs", 0), ("sequence_length", 2 if name == "tokenizer" else 1)):
             _check_at_least(cfg, f"params.training.{name}.{key}", minimum)
+    for name in COMPONENTS:
+        own = cfg.params.training[name].get("learning_rate") is not None
+        key = f"params.training.{name}.learning_rate" if own else "params.training.learning_rate"
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{key}={value!r}; expected a number > 0")
     configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=2)  # model shapes
     static_dataset(cfg)
     path = cfg.params.initialization.get("path_to_checkpoint")
@@ -174,6 +180,13 @@ def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:
                              max_grad_norm=t.max_grad_norm)
 
 
+def learning_rate(cfg: DictConfig, name: str) -> float:
+    """``params.training.<name>.learning_rate`` when set (not in the reference), else the reference's
+    one ``params.training.learning_rate`` for all three components."""
+    own = cfg.params.training[name].get("learning_rate")
+    return float(own if own is not None else cfg.params.training.learning_rate)
+
+
 def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
                    store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, **kwargs) -> Component:
     """A component sampling its own segments (``params.training.<name>``: length, batch, priority)."""
@@ -184,7 +197,7 @@ def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: to
                              alpha=t.priority_alpha, seed=seed + COMPONENTS.index(name))
     buffer = make_segment_buffer(store, sampler, t.batch_num_samples)
     kind = "adam" if name == "actor_critic" else "adamw"
-    optimizer = make_optimizer(module, lr=cfg.params.training.learning_rate, weight_decay=t.get("weight_decay", 0.0),
+    optimizer = make_optimizer(module, lr=learning_rate(cfg, name), weight_decay=t.get("weight_decay", 0.0),
                                kind=kind)
     return Component(name=name, module=module, loss=loss, optimizer=optimizer,
                      sample=lambda: buffer.sample().to(device), increment_counts=sampler.increment_counts,

@@ -55,10 +55,14 @@ Imagination (``torchrl_deltairis.envs.imagination``) and the actor-critic (``tor
 ``("next", "terminated")``           bool [1]             predicted end (= ``("next", "done")``;
                                                           ``truncated`` is always False)
 ``"recurrent_state_h"`` / ``_c``     float32 [lstm_dim]   the policy LSTM's state before the step;
-                                                          its successor in ``("next", ...)``
+                                                          its successor in ``("next", ...)``. Real
+                                                          envs carry it too (the trunk's primer puts
+                                                          it in their specs: zeros at a reset, the
+                                                          burn-in at the start of a collect)
 ``"target_recurrent_state_h"``/``_c``  float32 [lstm_dim] the EMA target's state (t = 0 only)
-``"is_init"``                        bool [1]             real envs: a new episode starts (the LSTM
-                                                          state is zeroed)
+``"is_init"``                        bool [1]             real envs: a new episode starts (the
+                                                          primer zeroed the state; recurrent mode
+                                                          zeroes it there inside a sequence)
 ``"logits"``                         float32 [A]          action logits of the policy
 ``"action_log_prob"``                float32 []           log π(a_t | ·) (sampling distribution)
 ``"value_logits"``                   float32 [255] / [1]  critic head output
