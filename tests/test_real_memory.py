@@ -280,3 +280,20 @@ def test_on_a_gpu_the_state_comes_back_from_the_policys_device(tmp_path, paralle
         assert len(stats.returns) == 4
     finally:
         collector.shutdown()
+
+
+def test_without_burn_in_each_collect_starts_from_zeros_and_epsilon_one_writes_nothing():
+    """As the reference, which resets the LSTM at every collect and burns in only when it acts."""
+    trunk = _trunk(5)
+
+    class _Store:
+        open_episodes = torch.tensor([3, -1])
+
+    class _Policy:
+        epsilon = 0.0
+
+    policy = _Policy()
+    state = CollectBurnIn(trunk, _Store(), 0, policy=policy)(2, (3, 64, 64))
+    assert state.batch_size == (2,) and not state[keys.RECURRENT_STATE_H].any()
+    policy.epsilon = 1.0
+    assert CollectBurnIn(trunk, _Store(), 2, policy=policy)(2, (3, 64, 64)) is None

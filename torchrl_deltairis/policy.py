@@ -204,8 +204,9 @@ class CollectBurnIn:
     network's device. Returns the state as a TensorDict ``[num_envs]`` of the trunk's state keys; the
     collector writes it into the step it is about to take.
 
-    Returns None (nothing to write) when ``burn_in_length`` is 0, or while ``policy.epsilon >= 1``
-    (the uniform first epoch never calls the network; the reference skips the burn-in then too).
+    With ``burn_in_length`` 0 the state is zeros (the reference resets the LSTM at every collect).
+    Returns None (nothing to write) while ``policy.epsilon >= 1``: the uniform first epoch never calls
+    the network, and the reference skips the burn-in then too.
     """
 
     def __init__(self, trunk: ActorCriticTrunk, store, burn_in_length: int, *, policy=None) -> None:
@@ -224,7 +225,7 @@ class CollectBurnIn:
         return out
 
     def __call__(self, num_envs: int, frame_shape: tuple[int, ...]) -> TensorDict | None:
-        if self.burn_in_length == 0 or (self.policy is not None and self.policy.epsilon >= 1):
+        if self.policy is not None and self.policy.epsilon >= 1:
             return None
         device = next(self.trunk.net.parameters()).device
         h, c = burn_in(self.trunk.net, self.frames(num_envs, frame_shape).to(device))
