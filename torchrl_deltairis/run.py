@@ -30,10 +30,10 @@ from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, tr
 from torchrl_deltairis.factory import (
     collection_schedule,
     initialize_models,
+    make_collector,
     make_component,
     make_model_components,
     make_models,
-    make_collector,
     make_train_env,
     resolve_device,
     static_dataset,
