@@ -81,8 +81,7 @@ def validate_config(cfg: DictConfig) -> None:
                              ("start_after_epochs", 0), ("sequence_length", 2 if name == "tokenizer" else 1)):
             _check_at_least(cfg, f"params.training.{name}.{key}", minimum)
     for name in COMPONENTS:
-        own = cfg.params.training[name].get("learning_rate") is not None
-        key = f"params.training.{name}.learning_rate" if own else "params.training.learning_rate"
+        key = learning_rate_key(cfg, name)
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{key}={value!r}; expected a number > 0")
@@ -180,11 +179,16 @@ def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:
                              max_grad_norm=t.max_grad_norm)
 
 
-def learning_rate(cfg: DictConfig, name: str) -> float:
+def learning_rate_key(cfg: DictConfig, name: str) -> str:
     """``params.training.<name>.learning_rate`` when set (not in the reference), else the reference's
     one ``params.training.learning_rate`` for all three components."""
-    own = cfg.params.training[name].get("learning_rate")
-    return float(own if own is not None else cfg.params.training.learning_rate)
+    if cfg.params.training[name].get("learning_rate") is not None:
+        return f"params.training.{name}.learning_rate"
+    return "params.training.learning_rate"
+
+
+def learning_rate(cfg: DictConfig, name: str) -> float:
+    return float(OmegaConf.select(cfg, learning_rate_key(cfg, name)))
 
 
 def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,

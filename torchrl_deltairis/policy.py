@@ -217,8 +217,7 @@ class CollectBurnIn:
     def frames(self, num_envs: int, frame_shape: tuple[int, ...]) -> torch.Tensor:
         """uint8 ``[num_envs, burn_in_length, *frame_shape]``, the newest frame last."""
         out = torch.zeros(num_envs, self.burn_in_length, *frame_shape, dtype=torch.uint8)
-        open_episodes = self.store.open_episodes.tolist()
-        for env, episode in enumerate(open_episodes[:num_envs]):
+        for env, episode in enumerate(self.store.open_episodes.tolist()[:num_envs]):
             if episode >= 0 and self.burn_in_length > 0:
                 pixels = self.store.episode(episode).get(keys.PIXELS)[-self.burn_in_length:]
                 out[env, self.burn_in_length - pixels.shape[0]:] = pixels

@@ -159,9 +159,10 @@ class EpisodeStore:
         steps, done = steps_from_batch(batch, self._frame_shape())
         if keep is not None:
             keep = keep.reshape(steps.shape).to(device="cpu", dtype=torch.bool)
-        if self.num_steps + steps.numel() > self.capacity:
+        new_steps = steps.numel() if keep is None else int(keep.sum())
+        if self.num_steps + new_steps > self.capacity:
             raise RuntimeError(
-                f"store full: {self.num_steps} + {steps.numel()} steps > capacity {self.capacity}"
+                f"store full: {self.num_steps} + {new_steps} steps > capacity {self.capacity}"
             )
         num_envs = steps.shape[0]
         if self._open_episode.numel() != num_envs:
