@@ -20,11 +20,10 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.envs.imagination import ImaginationEnv
+from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
-    imagine,
-    make_actor_critic_loss,
+    build_actor_critic_loss,
     make_target_updater,
 )
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
@@ -63,8 +62,9 @@ class ActorCriticStep:
         spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim, device=device)
         self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec)
         self.actor = make_actor(models.actor_critic.model)
-        self.loss = make_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(**TRAINING[variant]))
-        self.updater = make_target_updater(self.loss)
+        config = ActorCriticLossConfig(**TRAINING[variant])
+        self.loss = build_actor_critic_loss(models.actor_critic, config)
+        self.updater = make_target_updater(self.loss, config.target_ema_decay)
         self.params = list(models.actor_critic.model.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=LR)
         self.data = context(models, NUM_TRAJECTORIES, device)

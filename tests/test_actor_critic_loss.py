@@ -7,12 +7,12 @@ from tensordict import TensorDict
 from torchrl.objectives.value import TDLambdaEstimator
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.envs.imagination import ImaginationEnv
+from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
     ImaginationActorCriticLoss,
-    imagine,
-    make_actor_critic_loss,
+    MaskedLoss,
+    build_actor_critic_loss,
     make_target_updater,
 )
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
@@ -76,8 +76,8 @@ def test_each_configured_loss_trains_on_imagined_rollouts(kind):
 
     models = small_models("atari_small", seed=1)
     rollout = rollout_for(models, seed=1)
-    loss = make_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(loss=kind, gamma=0.995,
-                                                                             entropy_weight=0.002))
+    loss = MaskedLoss(build_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(
+        loss=kind, gamma=0.995, entropy_weight=0.002)))
     params = list(models.actor_critic.model.parameters())
     optim = torch.optim.Adam(params, lr=3e-3)
     totals = []
@@ -103,7 +103,7 @@ def test_soft_update_keeps_the_target_then_moves_it_by_0_005():
         ac.target_model.actor_linear.weight.add_(1.0)  # a target that differs from the model
     before = ac.target_model.actor_linear.weight.clone()
     loss = ImaginationActorCriticLoss(ac, ActorCriticLossConfig())
-    updater = make_target_updater(loss)
+    updater = make_target_updater(loss, 0.995)
     torch.testing.assert_close(ac.target_model.actor_linear.weight, before)
     updater.step()
     expected = 0.995 * before + 0.005 * ac.model.actor_linear.weight
@@ -112,4 +112,4 @@ def test_soft_update_keeps_the_target_then_moves_it_by_0_005():
 
 def test_unknown_loss_is_rejected():
     with pytest.raises(ValueError, match="reinforce"):
-        ActorCriticLossConfig(loss="sac")
+        ActorCriticLossConfig(loss="dqn")

@@ -3,7 +3,11 @@
 import pytest
 import torch
 from tensordict import TensorDict
+from unittest.mock import patch
+
 from torchrl.collectors import Collector
+from torchrl.data import Unbounded
+from torchrl.envs import Compose, RewardSum, StepCounter, Transform, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_deltairis import keys
@@ -95,6 +99,124 @@ def test_user_built_collector_runs_on_the_imagination_env(tiny_models):
         assert torch.equal(h[:, 1:], batch["next", keys.RECURRENT_STATE_H][:, :-1])
     # each batch restarts from the same context: the burned-in state at t = 0 is identical
     torch.testing.assert_close(batches[0][keys.RECURRENT_STATE_H][:, 0], batches[1][keys.RECURRENT_STATE_H][:, 0])
+
+
+class CountActions(Transform):
+    """A user's own transform: the running sum of the actions taken, as an observation."""
+
+    def __init__(self):
+        super().__init__(in_keys=[], out_keys=["action_sum"])
+
+    def _reset(self, tensordict, tensordict_reset):
+        return tensordict_reset.set("action_sum", torch.zeros(*tensordict_reset.batch_size, 1))
+
+    def _step(self, tensordict, next_tensordict):
+        total = tensordict.get("action_sum") + tensordict.get(keys.ACTION).unsqueeze(-1).float()
+        return next_tensordict.set("action_sum", total)
+
+    def transform_observation_spec(self, spec):
+        spec["action_sum"] = Unbounded(shape=(*spec.shape, 1), device=spec.device)
+        return spec
+
+
+def wrapped(models, **kwargs):
+    return TransformedEnv(recurrent_env(models, **kwargs), Compose(RewardSum(), StepCounter(), CountActions()))
+
+
+def start_context(models, batch=B, seed=0):
+    td = context(models, batch, seed)[keys.CONTEXT]
+    h, c = burn_in(models.actor_critic.model, td[keys.PIXELS][:, :-1])
+    return td.set(keys.RECURRENT_STATE_H, h).set(keys.RECURRENT_STATE_C, c)
+
+
+def test_wrapped_in_stock_transforms_the_context_and_policy_state_go_in_by_keyword(tiny_models):
+    env = wrapped(tiny_models, batch_size=[B])  # stock transforms build their state from batched specs
+    ctx = start_context(tiny_models)
+    actor = make_actor(ActorCriticTrunk(tiny_models.actor_critic.model))
+    start = env.reset(context=ctx)  # the keyword passes through TransformedEnv._reset
+    assert torch.equal(start[keys.RECURRENT_STATE_H], ctx[keys.RECURRENT_STATE_H])  # the burned-in state is kept
+    assert torch.equal(start[keys.PIXELS], ctx[keys.PIXELS][:, -1])
+    with torch.no_grad():
+        r = env.rollout(6, actor, tensordict=start, auto_reset=False, break_when_any_done=False)
+    assert r.batch_size == (B, 6)
+    episode_reward = r["next", "episode_reward"][..., 0]
+    ends = r["next", keys.DONE][..., 0]
+    steps = r["next", "step_count"][..., 0]
+    sums = r["next", "action_sum"][..., 0]
+    for b in range(B):  # the stock transforms restart after each predicted end; the user's sums the actions
+        total, count, acts = 0.0, 0, 0.0
+        for t in range(6):
+            total, count, acts = total + float(r["next", keys.REWARD][b, t]), count + 1, acts + float(r[keys.ACTION][b, t])
+            assert abs(float(episode_reward[b, t]) - total) < 1e-5 and int(steps[b, t]) == count
+            assert float(sums[b, t]) == acts
+            if ends[b, t]:
+                total, count, acts = 0.0, 0, 0.0
+    # the frames and LSTM states run on across a predicted end, as in the unwrapped env
+    assert torch.equal(r[keys.PIXELS][:, 1:], r[keys.NEXT_PIXELS][:, :-1])
+    assert torch.equal(r[keys.RECURRENT_STATE_H][:, 1:], r["next", keys.RECURRENT_STATE_H][:, :-1])
+
+
+def test_an_end_in_the_middle_restarts_the_trajectory_bookkeeping_only(tiny_models):
+    """A partial reset (TorchRL's maybe_reset after a predicted end) keeps the row's frame and state."""
+    env = recurrent_env(tiny_models)
+    ctx = start_context(tiny_models)
+    td = env.reset(context=ctx)
+    td[keys.ACTION] = torch.zeros(B, dtype=torch.long)
+    td = env.step(td)
+    nxt = td["next"].clone()
+    nxt[keys.DONE][0] = True  # as if row 0 had ended
+    after = env.maybe_reset(nxt.clone())
+    assert torch.equal(after[keys.PIXELS], nxt[keys.PIXELS]) and not after[keys.DONE].any()
+    # the row that "reset" goes on with the state it had (no policy has stepped it yet: the start state)
+    assert torch.equal(after[keys.RECURRENT_STATE_H][0], ctx[keys.RECURRENT_STATE_H][0])
+
+
+def test_set_seed_makes_two_rollouts_identical(tiny_models):
+    def run(seed, noise):
+        env = recurrent_env(tiny_models, sample=True)
+        env.set_seed(seed)
+        torch.manual_seed(noise)  # the global generator: not what the env samples from
+        torch.rand(noise + 1)
+        td = env.reset(context=start_context(tiny_models))
+        frames = []
+        for t in range(3):
+            td[keys.ACTION] = torch.full((B,), t % tiny_models.configs.world_model.num_actions)
+            td = env.step_mdp(env.step(td))
+            frames.append(td[keys.PIXELS])
+        return torch.stack(frames)
+    assert torch.equal(run(7, 0), run(7, 1))
+    assert not torch.equal(run(7, 0), run(8, 0))
+
+
+def test_default_rollout_does_not_stop_at_a_predicted_end(tiny_models):
+    env = recurrent_env(tiny_models)
+    env.reset(context=start_context(tiny_models))
+    with patch.object(type(env.core), "forward", always_ends(env.core)):
+        r = env.rollout(4, tensordict=env.reset(context=start_context(tiny_models)), auto_reset=False)
+    assert r.batch_size == (B, 4) and r["next", keys.DONE].all()
+
+
+def always_ends(core):
+    forward = type(core).forward
+
+    def ending(self, frame, action):
+        nxt, reward, end = forward(self, frame, action)
+        return nxt, reward, torch.ones_like(end)
+    return ending
+
+
+def test_a_stock_collector_on_the_wrapped_env(tiny_models):
+    env = wrapped(tiny_models, batch_size=[2], context_fn=lambda: start_context(tiny_models, batch=2, seed=5))
+    actor = make_actor(ActorCriticTrunk(tiny_models.actor_critic.model))
+    collector = Collector(env, actor, frames_per_batch=2 * H, total_frames=2 * 2 * H, reset_at_each_iter=True,
+                          auto_register_policy_transforms=False)
+    batches = list(collector)
+    collector.shutdown()
+    assert len(batches) == 2
+    for batch in batches:
+        assert batch.batch_size == (2, H)
+        assert {"episode_reward", "step_count", "action_sum"} <= set(batch["next"].keys())
+        assert int(batch["next", "step_count"][:, 0].max()) == 1  # each batch starts from a fresh context
 
 
 def test_bf16_autocast_imagination_runs(tiny_models):

@@ -164,11 +164,5 @@ def test_actor_critic_unroll_equals_steps_and_target_copy():
         torch.testing.assert_close(step.logits_actions, out.logits_actions[:, t])
     torch.testing.assert_close(hx, out.hx)
     assert not any(p.requires_grad for p in ac.target_model.parameters())
-    old_target = {k: v.clone() for k, v in ac.target_model.state_dict().items()}
-    with torch.no_grad():
-        for p in ac.model.parameters():
-            p.add_(1.0)
-    ac.update_target()
-    for k, v in ac.target_model.state_dict().items():
-        torch.testing.assert_close(v, 0.995 * old_target[k] + 0.005 * ac.model.state_dict()[k])
+    assert not hasattr(ac, "update_target")  # the EMA moves through TorchRL's SoftUpdate (the loss slot)
     assert tiny_actor_critic("scalar").model.unroll(frames).logits_values.shape == (2, 4, 1)

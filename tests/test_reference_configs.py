@@ -49,6 +49,16 @@ _COMMON = {
     "tensorboard": ((ABSENT, False), "ours only: optional TensorBoard event files"),
     "params.actor_critic.loss": ((ABSENT, "reinforce"), "ours only: the loss slot (reinforce is the "
                                  "reference's objective)"),
+    **{f"params.actor_critic.{leaf}": ((ABSENT, value), "ours only: the loss slot's update scheme and knobs "
+                                       "(objectives/actor_critic_loss.py)")
+       for leaf, value in (("updates.mode", None), ("updates.epochs", None), ("updates.num_minibatches", None),
+                           ("updates.value_estimator", None), ("updates.replay_capacity", 100000),
+                           ("updates.replay_batch_size", 256), ("ppo_clip_epsilon", 0.2),
+                           ("target_ema_decay", 0.995))},
+    **{f"params.tokenizer.{leaf}": ((ABSENT, value), "ours only: a constant the reference hard-codes, with its "
+                                    "value (quantizer EMA rates, loss weights)")
+       for leaf, value in (("codebook_ema_decay", 0.99), ("freqs_ema_decay", 0.98), ("loss.commitment_weight", 0.02),
+                           ("loss.l1_weight", 0.1), ("loss.l2_weight", 1.0), ("loss.worst_pixel_weight", 0.01))},
     "params.training.bf16": ((ABSENT, True), "ours only: names the reference's hard-wired bf16 autocast of "
                              "the tokenizer and world model (SPEC C.1)"),
     "params.collection.train.steps_per_batch": ((ABSENT, 25), "ours only: steps per env in one TorchRL "

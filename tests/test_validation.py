@@ -26,7 +26,12 @@ def test_the_shipped_presets_validate():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("params.actor_critic.loss=sac", r"loss='sac'; valid choices are \['reinforce', 'a2c', 'ppo'\]"),
+    ("params.actor_critic.loss=dqn", r"params.actor_critic.loss='dqn'; expected one of \['reinforce', 'a2c', 'ppo', "
+     r"'sac'\] or a node with _target_"),
+    ("params.actor_critic.loss={_target_:torch.nn.Linear}", r"params.actor_critic.loss._target_='torch.nn.Linear' "
+     r"is not a torchrl LossModule class"),
+    ("params.actor_critic.updates.mode=offline", r"params.actor_critic.updates.mode='offline'; expected one of "
+     r"\['on_policy', 'off_policy'\]"),
     ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
     ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),
     ("params.training.learning_rate=0", r"params.training.learning_rate=0; expected a number > 0"),

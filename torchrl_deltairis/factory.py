@@ -7,20 +7,33 @@ builds is a plain object handed to the ``Trainer``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 from torchrl_deltairis.envs import env_config, make_batched_env, make_env
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
+from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
+from torchrl_deltairis.objectives.actor_critic_loss import (
+    ActorCriticLossConfig,
+    MaskedLoss,
+    build_actor_critic_loss,
+    make_target_updater,
+    minibatches,
+    resolve_loss,
+    uses_value_estimator,
+)
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, convert_reference_state_dict
-from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn
+from torchrl_deltairis import functional, keys
+from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, burn_in, make_actor, recurrent_state_spec
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -71,7 +84,7 @@ def validate_config(cfg: DictConfig) -> None:
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
     resolve_device(cfg.params.common.device)
-    ActorCriticLossConfig(loss=cfg.params.actor_critic.get("loss", "reinforce"))
+    actor_critic_loss_config(cfg)
     for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
                  "collection.train.config.num_steps_first_epoch", "collection.test.num_envs",
                  "collection.test.config.num_episodes", "evaluation.every", "actor_critic.imagination_horizon"):
@@ -191,21 +204,137 @@ def learning_rate(cfg: DictConfig, name: str) -> float:
     return float(OmegaConf.select(cfg, learning_rate_key(cfg, name)))
 
 
-def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
-                   store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, **kwargs) -> Component:
-    """A component sampling its own segments (``params.training.<name>``: length, batch, priority)."""
+def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts: EpisodeCounts,
+                        device: torch.device, seed: int) -> tuple[Callable[[], TensorDictBase], Callable]:
+    """``params.training.<name>``'s segments (length, batch, priority): ``(sample, increment_counts)``,
+    ``sample()`` giving a batch [B, L] on ``device``."""
     if name not in COMPONENTS:
         raise ValueError(f"unknown component {name!r}; valid: {list(COMPONENTS)}")
     t = cfg.params.training[name]
     sampler = SegmentSampler(store, counts, name, t.sequence_length, can_sample_beyond_end=name != "actor_critic",
                              alpha=t.priority_alpha, seed=seed + COMPONENTS.index(name))
     buffer = make_segment_buffer(store, sampler, t.batch_num_samples)
+    return (lambda: buffer.sample().to(device)), sampler.increment_counts
+
+
+def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
+                   store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, *,
+                   trained: torch.nn.Module | None = None, source=None, **kwargs) -> Component:
+    """A component sampling its own segments (``params.training.<name>``); the optimizer steps
+    ``trained`` (default: ``module``), e.g. the network plus a loss's own head."""
+    sample, increment_counts = source or make_segment_source(cfg, name, store, counts, device, seed)
+    t = cfg.params.training[name]
     kind = "adam" if name == "actor_critic" else "adamw"
-    optimizer = make_optimizer(module, lr=learning_rate(cfg, name), weight_decay=t.get("weight_decay", 0.0),
-                               kind=kind)
-    return Component(name=name, module=module, loss=loss, optimizer=optimizer,
-                     sample=lambda: buffer.sample().to(device), increment_counts=sampler.increment_counts,
-                     schedule=schedule_of(cfg, name), **kwargs)
+    optimizer = make_optimizer(trained if trained is not None else module, lr=learning_rate(cfg, name),
+                               weight_decay=t.get("weight_decay", 0.0), kind=kind)
+    return Component(name=name, module=module, loss=loss, optimizer=optimizer, sample=sample,
+                     increment_counts=increment_counts, schedule=schedule_of(cfg, name), **kwargs)
+
+
+def actor_critic_loss_config(cfg: DictConfig) -> ActorCriticLossConfig:
+    """``params.actor_critic``'s loss fields (every field of ``ActorCriticLossConfig``), checked."""
+    node = OmegaConf.to_container(cfg.params.actor_critic, resolve=True)
+    return ActorCriticLossConfig.from_config(node)
+
+
+def context_of(segments: TensorDictBase) -> TensorDict:
+    """Actor-critic segments [B, burn_in + 1] → the imagination context (all frames, actions but the last)."""
+    return TensorDict({keys.PIXELS: segments.get(keys.PIXELS), keys.ACTION: segments.get(keys.ACTION)[:, :-1]},
+                      batch_size=segments.batch_size[:1])
+
+
+@dataclass
+class ActorCriticParts:
+    """What the actor-critic's building gives the rest of the run."""
+
+    component: Component
+    trunk: ActorCriticTrunk  # the policy network on TensorDicts (real collection)
+    dream: Callable[[TensorDictBase], TensorDictBase]  # segments [B, burn_in + 1] -> imagined [B, H] (videos)
+    loss: torch.nn.Module  # the configured LossModule (its state goes into the checkpoint)
+
+
+def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore,
+                                counts: EpisodeCounts, device: torch.device, seed: int) -> ActorCriticParts:
+    """Imagination from real segments, then the configured loss (``params.actor_critic.loss`` and
+    ``updates``, the contract of ``objectives/actor_critic_loss.py``): on-policy, each imagined batch
+    feeds ``epochs`` passes of row minibatches; off-policy, a stock ``Collector`` on the imagination
+    env fills a stock replay buffer that the loss samples from."""
+    ac = cfg.params.actor_critic
+    loss_cfg = actor_critic_loss_config(cfg)
+    resolved = resolve_loss(loss_cfg)
+    actor_critic = models.actor_critic
+    state_spec = recurrent_state_spec(actor_critic.config.lstm_dim, device=device)
+    trunk = ActorCriticTrunk(actor_critic.model, write_values=False)
+    actor = make_actor(trunk)
+    loss = build_actor_critic_loss(actor_critic, loss_cfg)
+    targets = make_target_updater(loss, loss_cfg.target_ema_decay)
+    own = [p for p in loss.parameters() if p.requires_grad
+           and all(p is not q for q in actor_critic.model.parameters())]
+    trained = torch.nn.ModuleList([actor_critic.model, loss]) if own else None
+    horizon = int(ac.imagination_horizon)
+    env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec)
+    with_target = resolved.name in (None, "reinforce")
+
+    def dream(segments: TensorDictBase) -> TensorDictBase:
+        return imagine(env, actor, actor_critic, context_of(segments), horizon, with_target=with_target)
+
+    common = dict(trained=trained, after_update=targets.step if targets is not None else None, loss=MaskedLoss(loss))
+    generator = torch.Generator().manual_seed(seed + 100)
+    if resolved.mode == "on_policy":
+        estimator = loss.value_estimator if uses_value_estimator(loss, resolved) else None
+
+        def updates(data: TensorDictBase):
+            if estimator is not None:
+                with torch.no_grad():  # advantages once per imagined batch, from the critic before the updates
+                    data = estimator(data)
+            return minibatches(data, resolved.epochs, resolved.num_minibatches, generator)
+
+        component = make_component(cfg, "actor_critic", actor_critic.model, store=store, counts=counts,
+                                   device=device, seed=seed, prepare=dream, updates=updates, **common)
+    else:
+        component = _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved,
+                                          common)
+    return ActorCriticParts(component, trunk, dream, loss)
+
+
+def _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved, common):
+    """A stock ``Collector`` on an ``ImaginationEnv`` of fixed batch, reset at every batch from real
+    segments (``context_fn``, with the burned-in policy state), into a stock replay buffer."""
+    from torchrl.collectors import Collector
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    sample_segments, increment_counts = make_segment_source(cfg, "actor_critic", store, counts, device, seed)
+    t, net = cfg.params.training.actor_critic, models.actor_critic.model
+    rows, horizon = int(t.batch_num_samples), int(cfg.params.actor_critic.imagination_horizon)
+
+    def context_fn() -> TensorDict:
+        segments = sample_segments()
+        increment_counts(segments)  # the Collector, not the trainer, draws these segments
+        context = context_of(segments)
+        h, c = burn_in(net, context.get(keys.PIXELS)[:, :-1])
+        return context.update({keys.RECURRENT_STATE_H: h, keys.RECURRENT_STATE_C: c})
+
+    env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
+                         batch_size=[rows], context_fn=context_fn)
+    env.set_seed(seed + 200)
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(int(cfg.params.actor_critic.updates.replay_capacity), device=device),
+                                    batch_size=int(cfg.params.actor_critic.updates.replay_batch_size))
+    collector: list = []  # built at the first update: its construction resets the env, which needs data
+
+    def sample() -> TensorDictBase:
+        if not collector:
+            collector.append(iter(Collector(env, actor, frames_per_batch=rows * horizon, total_frames=-1,
+                                            reset_at_each_iter=True, device=device, trust_policy=True,
+                                            auto_register_policy_transforms=False)))
+        return next(collector[0])
+
+    def updates(batch: TensorDictBase):
+        mask = functional.mask_after_first_done(ends=batch.get(keys.NEXT_TERMINATED)[..., 0])
+        buffer.extend(batch[mask].exclude("collector"))
+        return (buffer.sample() for _ in range(resolved.num_minibatches))
+
+    return make_component(cfg, "actor_critic", net, store=store, counts=counts, device=device, seed=seed,
+                          source=(sample, lambda _: None), updates=updates, **common)
 
 
 def make_model_components(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,

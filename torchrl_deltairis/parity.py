@@ -25,13 +25,9 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.modules import set_recurrent_mode
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.envs.imagination import ImaginationEnv, to_uint8_frames
+from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine, to_uint8_frames
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
-from torchrl_deltairis.objectives.actor_critic_loss import (
-    ActorCriticLossConfig,
-    ImaginationActorCriticLoss,
-    imagine,
-)
+from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
 from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, load_reference_checkpoint
 
@@ -138,7 +134,7 @@ def _imagination_outputs(models: DeltaIrisModels, context_obs: torch.Tensor, con
     actions = fixture_outputs.get("imagination.actions")
     if actions is not None:
         steps = []
-        td = env.reset(TensorDict({keys.CONTEXT: context}, batch_size=context.batch_size))
+        td = env.reset(context=context)
         for t in range(actions.size(1)):
             td = env.step(td.set(keys.ACTION, actions[:, t]))
             steps.append(td.get("next").clone(False))

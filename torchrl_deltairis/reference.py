@@ -2,7 +2,9 @@
 
 - :func:`configs_from_reference` turns the reference's config dict (its ``config/params/*.yaml``
   groups ``tokenizer``, ``world_model``, ``actor_critic``, as stored in the parity fixtures and the
-  manifests) into this project's typed configs.
+  manifests, or a run's ``params``) into this project's typed configs, every dataclass field reachable.
+  The models' container :class:`~torchrl_deltairis.modules.models.DeltaIrisModels` lives beside the
+  models and is re-exported here.
 - :func:`load_reference_checkpoint` reads a state_dict saved by the reference (e.g. the published
   Crafter agent ``checkpoints/last.pt``: keys ``tokenizer.*``, ``world_model.*``,
   ``actor_critic.model.*``, ``actor_critic.target_model.*``, buffers included) and returns
@@ -17,22 +19,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import MISSING, fields
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from torchrl_deltairis.modules.actor_critic import ActorCriticConfig, ActorCriticWithTarget
+from torchrl_deltairis.modules.actor_critic import ActorCriticConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
-from torchrl_deltairis.modules.tokenizer import Tokenizer, TokenizerConfig
+from torchrl_deltairis.modules.models import DeltaIrisModels, ModelConfigs
+from torchrl_deltairis.modules.tokenizer import TokenizerConfig
 from torchrl_deltairis.modules.transformer import TransformerConfig
-from torchrl_deltairis.modules.world_model import WorldModel, WorldModelConfig
+from torchrl_deltairis.modules.world_model import WorldModelConfig
 from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLossConfig
 from torchrl_deltairis.objectives.world_model_loss import WorldModelLossConfig
 
 __all__ = [
-    "ReferenceConfigs", "DeltaIrisModels", "ReferenceCheckpointError", "configs_from_reference",
+    "ModelConfigs", "ReferenceConfigs", "DeltaIrisModels", "ReferenceCheckpointError", "configs_from_reference",
     "convert_reference_state_dict", "load_reference_checkpoint", "to_reference_state_dict",
 ]
 
@@ -41,84 +45,137 @@ class ReferenceCheckpointError(ValueError):
     """A reference state_dict does not fit the models built from the given config."""
 
 
-@dataclass
-class ReferenceConfigs:
-    """Our configs for the three models and two losses, plus the actor-critic training hyperparameters."""
+ReferenceConfigs = ModelConfigs  # the former name
 
-    tokenizer: TokenizerConfig
-    world_model: WorldModelConfig
-    actor_critic: ActorCriticConfig
-    tokenizer_loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
-    world_model_loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
-    actor_critic_training: dict[str, Any] = field(default_factory=dict)
-    """burn_in_length, imagination_horizon, gamma, lambda_, entropy_weight (for the imagination issue)"""
+_META = frozenset({"_target_", "num_actions"})  # class paths (ignored) and the env-given action count
 
 
-def _cnn(d: Mapping[str, Any]) -> FrameCnnConfig:
-    return FrameCnnConfig(image_channels=int(d["image_channels"]), latent_dim=int(d["latent_dim"]),
-                          num_channels=int(d["num_channels"]), mult=[int(m) for m in d["mult"]],
-                          down=[int(x) for x in d["down"]], num_groups=int(d.get("num_groups", 32)))
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
 
 
-def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None = None) -> ReferenceConfigs:
-    """Builds our configs from the reference's ``{tokenizer, world_model, actor_critic}`` config dict.
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the field's ``default`` (bool, int, float, str or list), else a
+    one-line error naming the key, the value and the type expected."""
+    kind = type(default)
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str), list: isinstance(value, (list, tuple))}.get(kind, True)
+    if default is None:
+        ok = True
+    if not ok:
+        raise ValueError(f"{where}={value!r}; expected {_KIND_NAMES[kind]}")
+    if kind is float:
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{where}={value!r}; expected a finite number")
+    return list(value) if kind is list else value
 
-    ``num_actions`` overrides (or supplies, when the dict lacks it) the action count of all three models.
-    Both layouts of the actor-critic are read: the fixtures' flat one and the YAML's ``actor_critic.model``.
-    The reference hard-codes the LSTM at 512 hidden units; ``actor_critic.lstm_dim`` overrides that.
+
+def _fields_from(cls, node: Mapping[str, Any], where: str, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` that ``node`` sets (typed), nested configs excepted (``skip``)."""
+    out = {}
+    for f in fields(cls):
+        if f.name in node and f.name not in skip:
+            default = f.default if f.default is not MISSING else f.default_factory()
+            out[f.name] = _coerce(f"{where}.{f.name}", node[f.name], default)
+    return out
+
+
+def _check_keys(node: Mapping[str, Any], where: str, allowed: Iterable[str]) -> None:
+    allowed = set(allowed) | _META
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]} is not a key; expected one of {sorted(allowed - _META)}")
+
+
+def _cnn(d: Mapping[str, Any], where: str) -> FrameCnnConfig:
+    _check_keys(d, where, (f.name for f in fields(FrameCnnConfig)))
+    for key in ("image_channels", "latent_dim", "num_channels", "mult", "down"):
+        if key not in d:
+            raise KeyError(key)
+    return FrameCnnConfig(**_fields_from(FrameCnnConfig, d, where))
+
+
+def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None = None,
+                           prefix: str = "params") -> ModelConfigs:
+    """Builds our configs from the reference's ``{tokenizer, world_model, actor_critic}`` config dict
+    (a run's ``params``), every field of every config dataclass reachable:
+
+    - ``tokenizer``: the fields of ``TokenizerConfig`` (e.g. the quantizer's ``codebook_ema_decay``),
+      its CNN nodes (``FrameCnnConfig``), and ``loss``: the fields of ``TokenizerLossConfig``;
+    - ``world_model``: ``WorldModelConfig`` (``two_hot_rews`` picks the reward head), its
+      ``transformer_config`` (``TransformerConfig``), and the fields of ``WorldModelLossConfig``;
+    - ``actor_critic``: the imagination's and the loss slot's fields (``ActorCriticLossConfig``) and
+      ``model`` (or, as in the parity fixtures, the same level): ``ActorCriticConfig``'s
+      ``frame_encoder_config``, ``lstm_dim`` (the reference hard-codes 512), ``num_value_buckets``,
+      ``zero_init_critic``; ``two_hot_rets`` picks the value head.
+
+    An unknown key, or a value of the wrong type, is a one-line ``ValueError`` naming it (under
+    ``prefix``). ``num_actions`` overrides (or supplies) the action count of all three models.
     """
+    from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
+
     try:
         tok, wm, ac = config["tokenizer"], config["world_model"], config["actor_critic"]
-        if "model" in ac:  # the reference's YAML nests the network under actor_critic.model
-            ac = {**{k: v for k, v in ac.items() if k != "model"}, **ac["model"]}
+        w_tok, w_wm, w_ac = f"{prefix}.tokenizer", f"{prefix}.world_model", f"{prefix}.actor_critic"
+        model_node, w_model = ac, w_ac
+        if "model" in ac:  # the reference's YAML nests the network under actor_critic.model; ours may set
+            # its fields (lstm_dim) at actor_critic's level too
+            model_node = {**{k: v for k, v in ac.items() if k != "model"}, **ac["model"]}
+            w_model = f"{w_ac}.model"
         tc = wm["transformer_config"]
         actions = {name: int(num_actions if num_actions is not None else d["num_actions"])
-                   for name, d in (("tokenizer", tok), ("world_model", wm), ("actor_critic", ac))}
+                   for name, d in (("tokenizer", tok), ("world_model", wm), ("actor_critic", model_node))}
+        cnn_keys = ("encoder_config", "decoder_config", "frame_cnn_config")
+        _check_keys(tok, w_tok, [*(f.name for f in fields(TokenizerConfig)), "loss"])
+        for key in ("image_channels", "image_size", "num_tokens", "decoder_act_channels", "codebook_size",
+                    "codebook_dim", "max_codebook_updates_with_revival"):
+            if key not in tok:
+                raise KeyError(key)
         tokenizer = TokenizerConfig(
-            num_actions=actions["tokenizer"], image_channels=int(tok["image_channels"]),
-            image_size=int(tok["image_size"]), num_tokens=int(tok["num_tokens"]),
-            decoder_act_channels=int(tok["decoder_act_channels"]), codebook_size=int(tok["codebook_size"]),
-            codebook_dim=int(tok["codebook_dim"]),
-            max_codebook_updates_with_revival=tok["max_codebook_updates_with_revival"],
-            encoder_config=_cnn(tok["encoder_config"]), decoder_config=_cnn(tok["decoder_config"]),
-            frame_cnn_config=_cnn(tok["frame_cnn_config"]))
-        transformer = TransformerConfig(
-            tokens_per_block=int(tc["tokens_per_block"]), max_blocks=int(tc["max_blocks"]),
-            num_layers=int(tc["num_layers"]), num_heads=int(tc["num_heads"]), embed_dim=int(tc["embed_dim"]),
-            attention=tc["attention"], embed_pdrop=float(tc["embed_pdrop"]),
-            resid_pdrop=float(tc["resid_pdrop"]), attn_pdrop=float(tc["attn_pdrop"]))
+            num_actions=actions["tokenizer"], **_fields_from(TokenizerConfig, tok, w_tok, skip=(*cnn_keys, "num_actions")),
+            **{key: _cnn(tok[key], f"{w_tok}.{key}") for key in cnn_keys})
+        tok_loss = tok.get("loss") or {}
+        _check_keys(tok_loss, f"{w_tok}.loss", (f.name for f in fields(TokenizerLossConfig)))
+        tokenizer_loss = TokenizerLossConfig(**_fields_from(TokenizerLossConfig, tok_loss, f"{w_tok}.loss"))
+        _check_keys(tc, f"{w_wm}.transformer_config", (f.name for f in fields(TransformerConfig)))
+        for key in ("tokens_per_block", "max_blocks", "num_layers", "num_heads", "embed_dim", "attention"):
+            if key not in tc:
+                raise KeyError(key)
+        transformer = TransformerConfig(**_fields_from(TransformerConfig, tc, f"{w_wm}.transformer_config"))
+        wm_fields = [f.name for f in fields(WorldModelConfig)]
+        _check_keys(wm, w_wm, [*wm_fields, *(f.name for f in fields(WorldModelLossConfig)), "two_hot_rews"])
+        for key in ("latent_vocab_size", "image_channels", "image_size", "two_hot_rews"):
+            if key not in wm:
+                raise KeyError(key)
         world_model = WorldModelConfig(
-            num_actions=actions["world_model"], latent_vocab_size=int(wm["latent_vocab_size"]),
-            image_channels=int(wm["image_channels"]), image_size=int(wm["image_size"]),
-            reward_head="two_hot" if wm["two_hot_rews"] else "sign", transformer_config=transformer,
-            frame_cnn_config=_cnn(wm["frame_cnn_config"]))
-        frame_encoder = _cnn(ac["frame_encoder_config"])
-        res = int(tok["image_size"]) // 2 ** frame_encoder.num_downsamplings
+            num_actions=actions["world_model"],
+            reward_head="two_hot" if _coerce(f"{w_wm}.two_hot_rews", wm["two_hot_rews"], True) else "sign",
+            transformer_config=transformer, frame_cnn_config=_cnn(wm["frame_cnn_config"], f"{w_wm}.frame_cnn_config"),
+            **_fields_from(WorldModelConfig, wm, w_wm, skip=("num_actions", "reward_head", "transformer_config",
+                                                              "frame_cnn_config")))
+        world_model_loss = WorldModelLossConfig(**_fields_from(WorldModelLossConfig, wm, w_wm))
+        net_fields = ("frame_encoder_config", "lstm_dim", "num_value_buckets", "zero_init_critic", "two_hot_rets")
+        training_names = ("burn_in_length", "imagination_horizon", "gamma", "lambda_", "entropy_weight")
+        loss_fields = [f.name for f in fields(ActorCriticLossConfig)]
+        _check_keys(ac, w_ac, [*net_fields, *training_names, *loss_fields, "model"])
+        if "model" in ac:
+            _check_keys(ac["model"], w_model, net_fields)
+        two_hot_rets = model_node["two_hot_rets"]
+        frame_encoder = _cnn(model_node["frame_encoder_config"], f"{w_model}.frame_encoder_config")
+        res = tokenizer.image_size // 2 ** frame_encoder.num_downsamplings
         actor_critic = ActorCriticConfig(
             num_actions=actions["actor_critic"], frame_encoder_config=frame_encoder,
-            image_size=int(tok["image_size"]), lstm_input_dim=res * res * frame_encoder.latent_dim,
-            lstm_dim=int(ac.get("lstm_dim", 512)),
-            value_head="two_hot" if ac["two_hot_rets"] else "scalar")
-        world_model_loss = WorldModelLossConfig(latents_weight=float(wm["latents_weight"]),
-                                                rewards_weight=float(wm["rewards_weight"]),
-                                                ends_weight=float(wm["ends_weight"]))
-        names = ("burn_in_length", "imagination_horizon", "gamma", "lambda_", "entropy_weight")
-        training = {name: ac[name] for name in names if name in ac}
+            image_size=tokenizer.image_size, lstm_input_dim=res * res * frame_encoder.latent_dim,
+            value_head="two_hot" if _coerce(f"{w_model}.two_hot_rets", two_hot_rets, True) else "scalar",
+            **{"lstm_dim": 512, **_fields_from(ActorCriticConfig, model_node, w_model,
+                                               skip=("num_actions", "frame_encoder_config", "image_size",
+                                                     "lstm_input_dim", "value_head"))})
+        training = {name: ac[name] for name in training_names if name in ac}
     except KeyError as err:
         raise KeyError(f"reference config lacks the field {err.args[0]!r}") from err
-    return ReferenceConfigs(tokenizer, world_model, actor_critic, TokenizerLossConfig(), world_model_loss,
-                            training)
-
-
-class DeltaIrisModels(nn.Module):
-    """The three Δ-IRIS networks; state-dict keys are those of the reference's ``Agent``."""
-
-    def __init__(self, configs: ReferenceConfigs) -> None:
-        super().__init__()
-        self.configs = configs
-        self.tokenizer = Tokenizer(configs.tokenizer)
-        self.world_model = WorldModel(configs.world_model)
-        self.actor_critic = ActorCriticWithTarget(configs.actor_critic)
+    return ModelConfigs(tokenizer, world_model, actor_critic, tokenizer_loss, world_model_loss, training)
 
 
 def _reference_to_ours(key: str) -> str:

@@ -25,11 +25,11 @@ from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_check
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
 from torchrl_deltairis.envs.atari import human_normalized_score
-from torchrl_deltairis.envs.imagination import ImaginationEnv
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
     collection_schedule,
     initialize_models,
+    make_actor_critic_component,
     make_collector,
     make_component,
     make_model_components,
@@ -42,13 +42,7 @@ from torchrl_deltairis.factory import (
 from torchrl_deltairis.media import EpisodeSaver, episodes_video, imagination_video
 from torchrl_deltairis.metrics import RunLogger
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
-from torchrl_deltairis.objectives.actor_critic_loss import (
-    ActorCriticLossConfig,
-    imagine,
-    make_actor_critic_loss,
-    make_target_updater,
-)
-from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, recurrent_state_spec
+from torchrl_deltairis.policy import ActorCriticTrunk
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
 from torchrl_deltairis.results import run_results, write_results
 from torchrl_deltairis.trainer import Component, Trainer
@@ -97,42 +91,6 @@ def write_run_files(cfg: DictConfig, run_dir: Path, train_script: Path) -> None:
     for name, text in texts.items():
         (scripts / name).write_text(text)
         (scripts / name).chmod(0o755)
-
-
-def context_of(segments: TensorDictBase) -> TensorDict:
-    """Actor-critic segments [B, burn_in + 1] → the imagination context (all frames, actions but the last)."""
-    return TensorDict({keys.PIXELS: segments.get(keys.PIXELS), keys.ACTION: segments.get(keys.ACTION)[:, :-1]},
-                      batch_size=segments.batch_size[:1])
-
-
-def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
-                                device: torch.device, seed: int):
-    """Imagination from real segments, then the configured loss (``params.actor_critic.loss``).
-
-    Returns the component, the policy trunk (for real collection) and ``dream(segments)``, the
-    imagined rollouts ``[B, H]`` from segments ``[B, burn_in + 1]`` (for videos)."""
-    ac = cfg.params.actor_critic
-    loss_cfg = ActorCriticLossConfig(loss=ac.get("loss", "reinforce"), gamma=ac.gamma, lambda_=ac.lambda_,
-                                     entropy_weight=ac.entropy_weight)
-    actor_critic = models.actor_critic
-    env = ImaginationEnv(models.tokenizer, models.world_model, sample=True,
-                         policy_state_spec=recurrent_state_spec(actor_critic.config.lstm_dim, device=device))
-    trunk = ActorCriticTrunk(actor_critic.model, write_values=False)
-    actor = make_actor(trunk)
-    loss = make_actor_critic_loss(actor_critic, loss_cfg)
-    if loss_cfg.loss == "reinforce":
-        after_update = make_target_updater(loss).step
-    else:  # the stock losses own no target: the EMA critic that gives imagination's baselines still moves
-
-        def after_update() -> None:
-            actor_critic.update_target(loss_cfg.target_ema_decay)
-
-    def dream(segments: TensorDictBase) -> TensorDictBase:
-        return imagine(env, actor, actor_critic, context_of(segments), ac.imagination_horizon)
-
-    component = make_component(cfg, "actor_critic", actor_critic.model, loss, store, counts, device, seed,
-                               after_update=after_update, prepare=dream)
-    return component, trunk, dream
 
 
 def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk: ActorCriticTrunk, dream,
@@ -236,8 +194,9 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
     models = make_models(cfg, num_actions, device)
     counts = EpisodeCounts()
     components = make_model_components(cfg, models, store, counts, device, seed)
-    ac_component, trunk, dream = make_actor_critic_component(cfg, models, store, counts, device, seed)
-    components.append(ac_component)
+    ac = make_actor_critic_component(cfg, models, store, counts, device, seed)
+    components.append(ac.component)
+    trunk, dream = ac.trunk, ac.dream
     collector = None
     if env is not None:  # the first epoch's policy is uniform (epsilon 1); the trainer sets it per epoch
         collector = make_collector(env, trunk, store, cfg.params.collection.train,
@@ -257,7 +216,7 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
 
     def save(epoch: int) -> None:
         resume_state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
-                        "counts": counts.state_dict(),
+                        "counts": counts.state_dict(), "actor_critic_loss": ac.loss.state_dict(),
                         "excess_steps": collector.excess_steps if collector is not None else 0,
                         "rng": torch.get_rng_state()}
         save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config)
@@ -272,6 +231,8 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
         for c in components:
             c.optimizer.load_state_dict(state["optimizers"][c.name])
         counts.load_state_dict(state["counts"])
+        if "actor_critic_loss" in state:  # a loss's own weights (a Q head, SAC's alpha, its targets)
+            ac.loss.load_state_dict(state["actor_critic_loss"])
         if collector is not None:
             collector.excess_steps = int(state["excess_steps"])
         torch.set_rng_state(state["rng"])

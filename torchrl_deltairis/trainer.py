@@ -8,7 +8,7 @@ segment buffer and schedule; the tokenizer, the world model and the actor-critic
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -52,10 +52,37 @@ class Component:
     bf16: bool = False  # bf16 autocast (tokenizer and world model, as the reference)
     after_update: Callable[[], None] | None = None  # e.g. the actor-critic's target EMA update
     prepare: Callable[[TensorDictBase], TensorDictBase] | None = None  # segments -> loss input (imagination)
+    # loss input -> the inputs of successive optimiser steps (PPO's epochs of minibatches, replay samples);
+    # with it, each sample gives len(updates(...)) steps and grad_acc_steps must be 1
+    updates: Callable[[TensorDictBase], Iterable[TensorDictBase]] | None = None
     skipped_updates: int = field(default=0, init=False)
 
     def autocast(self, device: torch.device):
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def __post_init__(self) -> None:
+        if self.updates is not None and self.schedule.grad_acc_steps != 1:
+            raise ValueError(f"params.training.{self.name}.grad_acc_steps={self.schedule.grad_acc_steps} with "
+                             "several updates per imagined batch; expected 1")
+
+    def _backward(self, loss_input: TensorDictBase, device: torch.device, sums: dict, scale: int) -> None:
+        with self.autocast(device):
+            out = self.loss(loss_input)
+            total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        (total / scale).backward()
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float().mean()  # stock losses log vectors too
+
+    def _apply(self) -> None:
+        if apply_gradients(self.optimizer, self.parameters(), self.schedule.max_grad_norm):
+            if self.after_update is not None:
+                self.after_update()
+        else:
+            self.skipped_updates += 1
+
+    def parameters(self) -> list[nn.Parameter]:
+        """What the optimizer steps (the module's, plus a loss's own such as a Q head)."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def train_epoch(self, epoch: int, device: torch.device, progress: bool = True) -> dict[str, float]:
         """Runs this epoch's updates; returns the mean of every loss term and metric, ``<name>/...``."""
@@ -66,27 +93,29 @@ class Component:
         self.loss.train()
         sums: dict[str, torch.Tensor] = {}
         start, skipped_before = time.perf_counter(), self.skipped_updates
+        n = 0
         for _ in tqdm(range(steps), desc=f"epoch {epoch} {self.name}", disable=not progress, leave=False):
+            if self.updates is not None:
+                batch = self.sample()
+                loss_input = self.prepare(batch) if self.prepare is not None else batch
+                for piece in self.updates(loss_input):
+                    self._backward(piece, device, sums, 1)
+                    self._apply()
+                    n += 1
+                if epoch > 1:
+                    self.increment_counts(batch)
+                continue
             for _ in range(self.schedule.grad_acc_steps):
                 batch = self.sample()
                 loss_input = self.prepare(batch) if self.prepare is not None else batch
-                with self.autocast(device):
-                    out = self.loss(loss_input)
-                    total = sum(v for k, v in out.items() if k.startswith("loss_"))
-                (total / self.schedule.grad_acc_steps).backward()
-                for key, value in out.items():
-                    sums[key] = sums.get(key, 0.0) + value.detach().float().mean()  # stock losses log vectors too
+                self._backward(loss_input, device, sums, self.schedule.grad_acc_steps)
+                n += 1
                 if epoch > 1:  # as the reference: counts only move from the second epoch on
                     self.increment_counts(batch)
-            if apply_gradients(self.optimizer, self.module.parameters(), self.schedule.max_grad_norm):
-                if self.after_update is not None:
-                    self.after_update()
-            else:
-                self.skipped_updates += 1
+            self._apply()
         self.module.eval()
         self.loss.eval()
-        n = steps * self.schedule.grad_acc_steps
-        metrics = {f"{self.name}/{k}": float(v) / n for k, v in sums.items()}
+        metrics = {f"{self.name}/{k}": float(v) / max(n, 1) for k, v in sums.items()}
         metrics[f"{self.name}/skipped_nonfinite_updates"] = float(self.skipped_updates - skipped_before)
         metrics[f"{self.name}/seconds"] = time.perf_counter() - start
         return metrics

@@ -6,18 +6,39 @@ Reference: delta-iris ``src/envs/world_model_env.py`` (SPEC A.5.1). Two layers:
   step for the whole batch with plain tensors (world-model step with 4 transformer calls → token
   decoding → frame re-embedding). No host synchronisation: tokens, reward class and end are picked on
   the device (argmax, or Gumbel-max sampling), frames come out as uint8.
-- :class:`ImaginationEnv` is the TorchRL interface (a batch-unlocked ``ModelBasedEnvBase``): ``reset``
-  reads a batch of real segments from the reset TensorDict (``("context", "pixels")`` [B, L+1, 3, H, W],
-  ``("context", "action")`` [B, L]) and ``step`` returns ``("next", "pixels")`` uint8, the predicted
-  reward and end (``terminated`` = ``done``; ``truncated`` is always False). An optional
-``("context", "mask_padding")`` is ignored, as the reference ignores it: padding frames are zeros and
+- :class:`ImaginationEnv` is the TorchRL interface (a ``ModelBasedEnvBase``, batch-unlocked or with a
+  fixed batch): ``reset`` burns a batch of real segments in and ``step`` returns ``("next", "pixels")``
+  uint8, the predicted reward and end (``terminated`` = ``done``; ``truncated`` is always False).
+- :func:`imagine` is what the actor-critic trains on: both LSTMs burned in over the context, H steps
+  of the policy in the env, the EMA target's values over the imagined frames, the mask.
+
+The start context (``"pixels"`` [B, L+1, C, H, W] uint8 or float, ``"action"`` [B, L], and optionally
+the policy's start state under its state keys, e.g. the burned-in ``recurrent_state_h/c``) reaches the
+env in one of three ways, all of which TorchRL's wrappers keep:
+
+- ``env.reset(context=td)``: a reset keyword, passed through any ``TransformedEnv`` untouched;
+- ``ImaginationEnv(..., context_fn=f)``: ``f()`` returns such a TensorDict at every reset that has no
+  context (what a stock ``Collector`` does: its first reset, ``reset_at_each_iter``);
+- on the bare env only, ``env.reset(TensorDict({"context": td, ...}))`` (a ``TransformedEnv`` keeps
+  only reset and ``state_spec`` keys of its reset input, so use the keyword there).
+
+An optional ``"mask_padding"`` is ignored, as the reference ignores it: padding frames are zeros and
 are fed as such; the start frame (the last one) must be real.
 
+Predicted ends never stop imagination (the reference imagines H steps and masks what follows an end).
+When TorchRL resets the rows that ended (``maybe_reset`` in ``rollout`` or a ``Collector``: a reset
+carrying ``"_reset"``), those rows *go on* from the frame and the policy state they reached: one KV
+cache serves the whole batch, so a single row cannot restart from a new context. TorchRL sees a new
+trajectory there (``RewardSum``, ``StepCounter`` and the collector's ``traj_ids`` restart); the frames
+and states are those of an unbroken rollout. A reset without ``"_reset"`` burns a new context in for
+the whole batch. ``rollout`` defaults to ``break_when_any_done=False`` on this env (a ``TransformedEnv``
+keeps TorchRL's default, True: pass False there).
+
 ``_step`` returns only the keys the world model owns, so that keys written by the policy (its
-recurrent state in ``("next", ...)``) are not overwritten by stale copies (SPEC B.0.2). Imagination
-never stops at a predicted end: ``any_done`` is False and ``maybe_reset`` does nothing; losses mask
-the steps after the first end. Pass policy-owned keys that must travel from step to step (the LSTM
-state) as ``policy_state_spec`` so that TorchRL's ``step_mdp`` carries them.
+recurrent state in ``("next", ...)``) are not overwritten by stale copies (SPEC B.0.2). Pass
+policy-owned keys that must travel from step to step (the LSTM state) as ``policy_state_spec`` so that
+TorchRL's ``step_mdp`` carries them. Sampling draws from the env's own generator: ``env.set_seed(s)``
+makes two rollouts of the same policy actions identical, whatever else uses torch's global generator.
 """
 
 from __future__ import annotations
@@ -28,14 +49,16 @@ import torch
 import torch.nn as nn
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
-from torchrl.envs import ModelBasedEnvBase
+from torchrl.envs import EnvBase, ModelBasedEnvBase
 
 from torchrl_deltairis import functional, keys
+from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget
 from torchrl_deltairis.modules.kv_cache import KVCache
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 from torchrl_deltairis.modules.world_model import WorldModel
+from torchrl_deltairis.policy import burn_in, value_from_logits
 
-__all__ = ["ImaginationCore", "ImaginationEnv", "to_uint8_frames"]
+__all__ = ["ImaginationCore", "ImaginationEnv", "imagine", "to_uint8_frames"]
 
 _LEVELS = 255
 
@@ -48,11 +71,11 @@ def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().clamp(0, 1).mul(_LEVELS).round().to(torch.uint8)
 
 
-def _pick(logits: torch.Tensor, sample: bool) -> torch.Tensor:
+def _pick(logits: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Argmax, or a categorical sample by the Gumbel-max trick (no host sync, unlike multinomial)."""
     logits = logits.float()
     if sample:
-        logits = logits - torch.empty_like(logits).exponential_().log()
+        logits = logits - torch.empty_like(logits).exponential_(generator=generator).log()
     return logits.argmax(dim=-1)
 
 
@@ -69,6 +92,7 @@ class ImaginationCore(nn.Module):
         super().__init__()
         self.tokenizer, self.world_model, self.sample = tokenizer, world_model, sample
         self.cache: KVCache | None = None
+        self.generator: torch.Generator | None = None  # None: torch's global generator
         self._tail: torch.Tensor | None = None  # [B, n, E] embeddings fed before the next action
 
     @property
@@ -118,12 +142,12 @@ class ImaginationCore(nn.Module):
             with torch.autocast(logits.device.type, enabled=False):  # the expectation in fp32
                 reward = functional.two_hot_expectation(logits)
         else:
-            reward = _pick(wm.head_rewards.head_module(out), self.sample).float() - 1
-        end = _pick(wm.head_ends.head_module(out), self.sample).bool()
-        tokens = [_pick(wm.head_latents.head_module(out), self.sample)]
+            reward = _pick(wm.head_rewards.head_module(out), self.sample, self.generator).float() - 1
+        end = _pick(wm.head_ends.head_module(out), self.sample, self.generator).bool()
+        tokens = [_pick(wm.head_latents.head_module(out), self.sample, self.generator)]
         for _ in range(k - 1):
             out = self._transformer_last(wm.latents_emb(tokens[-1]).unsqueeze(1).float())
-            tokens.append(_pick(wm.head_latents.head_module(out), self.sample))
+            tokens.append(_pick(wm.head_latents.head_module(out), self.sample, self.generator))
         q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
         prev = functional.pixels_to_float(frame).unsqueeze(1)
         next_frame = to_uint8_frames(self.tokenizer.decode(prev, action.unsqueeze(1), q))  # [B, 1, C, H, W]
@@ -133,19 +157,20 @@ class ImaginationCore(nn.Module):
 
 
 class ImaginationEnv(ModelBasedEnvBase):
-    """Batch-unlocked TorchRL env over :class:`ImaginationCore` (see the module docstring).
+    """TorchRL env over :class:`ImaginationCore` (see the module docstring for the start context,
+    partial resets and seeding).
 
     Args:
         tokenizer, world_model: the trained models; the env's device is that of their parameters.
         sample: see :class:`ImaginationCore`.
         policy_state_spec: specs (unbatched) of policy-owned keys to carry between steps, e.g.
-            :func:`torchrl_deltairis.policy.recurrent_state_spec`. ``reset`` copies them from its input
+            :func:`torchrl_deltairis.policy.recurrent_state_spec`. ``reset`` takes them from the context
             (the burned-in state) or fills zeros.
-        batch_size: leave empty (batch-unlocked: the reset TensorDict sets the batch). A fixed
-            ``[B]`` serves runners that reset without input, such as a TorchRL ``Collector``.
-        context_fn: called by ``reset`` when its input holds no ``"context"``; returns a TensorDict
-            with ``"context"`` (and optionally the policy's burned-in state), e.g. a sampler of real
-            segments.
+        batch_size: leave empty (batch-unlocked: the context sets the batch). A fixed ``[B]`` serves
+            runners that build their own buffers, such as a TorchRL ``Collector``.
+        context_fn: called by a reset that is given no context; returns a context TensorDict ``[B]``
+            (``"pixels"``, ``"action"``, optionally the policy's state keys), e.g. a sampler of real
+            segments with the burned-in policy state.
     """
 
     def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
@@ -168,29 +193,45 @@ class ImaginationEnv(ModelBasedEnvBase):
         flag = Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=device)
         flags = {keys.DONE: flag, keys.TERMINATED: flag.clone(), keys.TRUNCATED: flag.clone()}
         self.done_spec = Composite(flags, shape=batch, device=device)
+        self._current: TensorDictBase | None = None  # the frame and policy state each row has reached
 
     @property
     def core(self) -> ImaginationCore:
         return self.world_model
 
-    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
-        context = None if tensordict is None else tensordict.get(keys.CONTEXT, None)
+    def _start_context(self, tensordict: TensorDictBase | None, context: TensorDictBase | None) -> TensorDictBase:
+        if context is None and tensordict is not None:
+            inner = tensordict.get(keys.CONTEXT, None)
+            if inner is not None:  # the bare env's reset-TensorDict form: state keys at the root
+                context = inner.clone(False).update(tensordict.select(*self.policy_state_keys, strict=False))
         if context is None and self.context_fn is not None:
-            tensordict = self.context_fn()
-            context = tensordict.get(keys.CONTEXT, None)
-        if context is None:
-            raise ValueError("ImaginationEnv.reset needs a TensorDict with ('context', 'pixels') "
-                             "[B, L+1, C, H, W] and ('context', 'action') [B, L]")
+            context = self.context_fn()
+            if keys.CONTEXT in context.keys():
+                context = context.get(keys.CONTEXT).clone(False).update(
+                    context.select(*self.policy_state_keys, strict=False))
+        if context is None or context.get(keys.PIXELS, None) is None or context.get(keys.ACTION, None) is None:
+            raise ValueError("ImaginationEnv.reset needs a start context: env.reset(context=td) (or a context_fn) "
+                             "with 'pixels' [B, L+1, C, H, W] and 'action' [B, L]")
+        return context
+
+    def _reset(self, tensordict: TensorDictBase | None = None, *, context: TensorDictBase | None = None,
+               **kwargs) -> TensorDictBase:
+        if (context is None and tensordict is not None and self._current is not None
+                and any(k in tensordict.keys(True) for k in self.reset_keys)):
+            # TorchRL resets rows that ended: they go on from where they are (see the module docstring)
+            return self._current.clone()
+        context = self._start_context(tensordict, context)
         frames, actions = context.get(keys.PIXELS), context.get(keys.ACTION)
         self.core.reset(frames, actions)
-        batch = tensordict.batch_size
+        batch = context.batch_size[:1]
         false = torch.zeros(*batch, 1, dtype=torch.bool, device=frames.device)
         out = TensorDict({keys.PIXELS: to_uint8_frames(frames[:, -1]), keys.DONE: false,
                           keys.TERMINATED: false.clone(), keys.TRUNCATED: false.clone()},
                          batch_size=batch, device=frames.device)
         for key in self.policy_state_keys:
-            value = tensordict.get(key, None)
+            value = context.get(key, None)
             out.set(key, value if value is not None else self._state_zeros(key, batch, frames.device))
+        self._current = out.clone()
         return out
 
     def _state_zeros(self, key, batch: torch.Size, device: torch.device) -> torch.Tensor:
@@ -200,15 +241,56 @@ class ImaginationEnv(ModelBasedEnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         frame, reward, end = self.core(tensordict.get(keys.PIXELS), tensordict.get(keys.ACTION))
         end = end.unsqueeze(-1)
+        current = self._current
+        current.set(keys.PIXELS, frame)
+        for key in self.policy_state_keys:  # the state the policy carries into the next step
+            value = tensordict.get(("next", key), None)
+            if value is not None:
+                current.set(key, value)
         return TensorDict({keys.PIXELS: frame, keys.REWARD: reward.unsqueeze(-1), keys.DONE: end,
                            keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end)},
                           batch_size=tensordict.batch_size, device=frame.device)
 
-    def any_done(self, tensordict: TensorDictBase) -> bool:
-        return False
-
-    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
-        return tensordict
+    def rollout(self, max_steps: int, policy=None, callback=None, *, break_when_any_done: bool = False,
+                **kwargs) -> TensorDictBase:
+        """TorchRL's ``rollout``, which on this env does not stop at the first predicted end by default."""
+        return super().rollout(max_steps, policy, callback, break_when_any_done=break_when_any_done, **kwargs)
 
     def _set_seed(self, seed: int | None) -> None:
-        """Imagination draws from torch's global generator; seed it with ``torch.manual_seed``."""
+        """Seeds the env's own generator (token, reward-class and end sampling), on the env's device."""
+        if seed is None:
+            self.core.generator = None
+            return
+        self.core.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+
+@torch.no_grad()
+def imagine(env: EnvBase, actor, actor_critic: ActorCriticWithTarget, context: TensorDictBase, horizon: int, *,
+            with_target: bool = True) -> TensorDictBase:
+    """Imagined trajectories ``[B, H]`` from ``context`` (``"pixels"`` [B, L+1, ...], ``"action"`` [B, L]).
+
+    ``actor`` is a TensorDict policy over ``actor_critic.model`` reading ``recurrent_state_h/c``
+    (e.g. :func:`torchrl_deltairis.policy.make_actor`); sampling follows the exploration type. Both
+    LSTMs are burned in over the context frames but the last; the env starts from the policy's state.
+    With ``with_target``, the EMA target critic runs over the H imagined frames plus the last next
+    frame, giving ``"target_state_value"`` and its ``("next", ...)`` twin (the bootstrap) and the
+    target's start state. ``("collector", "mask")`` marks the steps up to the first imagined end.
+    """
+    frames, actions = context.get(keys.PIXELS), context.get(keys.ACTION)
+    h, c = burn_in(actor_critic.model, frames[:, :-1])
+    start = TensorDict({keys.PIXELS: frames, keys.ACTION: actions, keys.RECURRENT_STATE_H: h,
+                        keys.RECURRENT_STATE_C: c}, batch_size=actions.shape[:1])
+    start = env.reset(context=start)
+    rollout = env.rollout(horizon, actor, tensordict=start, auto_reset=False, break_when_any_done=False,
+                          return_contiguous=True)
+    if with_target:
+        th, tc = burn_in(actor_critic.target_model, frames[:, :-1])
+        seen = torch.cat((rollout.get(keys.PIXELS), rollout.get(keys.NEXT_PIXELS)[:, -1:]), dim=1)
+        out = actor_critic.target_model.unroll(functional.pixels_to_float(seen), th, tc)
+        values = value_from_logits(actor_critic.target_model, out.logits_values)  # [B, H+1, 1]
+        rollout.set(keys.TARGET_STATE_VALUE, values[:, :-1])
+        rollout.set(("next", keys.TARGET_STATE_VALUE), values[:, 1:])
+        rollout.set(keys.TARGET_RECURRENT_STATE_H, th.unsqueeze(1).expand(-1, horizon, -1))
+        rollout.set(keys.TARGET_RECURRENT_STATE_C, tc.unsqueeze(1).expand(-1, horizon, -1))
+    rollout.set(keys.MASK, functional.mask_after_first_done(ends=rollout.get(keys.NEXT_TERMINATED)[..., 0]))
+    return rollout

@@ -40,8 +40,6 @@ class ActorCriticConfig:
     num_value_buckets: int = 255
     zero_init_critic: bool = True
     """start the critic head at zero (weights and bias), as the reference does"""
-    target_ema_decay: float = 0.995
-    """keep-factor τ of the EMA target network: target ← τ·target + (1-τ)·model"""
 
     def __post_init__(self) -> None:
         if self.value_head not in _VALUE_HEADS:
@@ -118,7 +116,8 @@ class ActorCriticWithTarget(nn.Module):
     """The trained network (``model``) and its EMA copy (``target_model``, no gradients).
 
     State-dict keys are ``model.*`` and ``target_model.*``, as under ``actor_critic.`` in the
-    reference checkpoints. The EMA update is explicit (:meth:`update_target`), called by the trainer.
+    reference checkpoints. The EMA moves through TorchRL's ``SoftUpdate`` over the loss that owns it
+    (``objectives.actor_critic_loss.make_target_updater``).
     """
 
     def __init__(self, config: ActorCriticConfig) -> None:
@@ -129,13 +128,3 @@ class ActorCriticWithTarget(nn.Module):
 
     def forward(self, *args, **kwargs) -> ActorCriticOutput:
         return self.model(*args, **kwargs)
-
-    @torch.no_grad()
-    def update_target(self, decay: float | None = None) -> None:
-        """target ← decay·target + (1 - decay)·model over the whole state.
-
-        ``decay`` defaults to ``config.target_ema_decay`` (the reference's τ = 0.995).
-        """
-        decay = self.config.target_ema_decay if decay is None else decay
-        for t, s in zip(self.target_model.state_dict().values(), self.model.state_dict().values()):
-            t.lerp_(s.to(t.dtype), 1 - decay)
