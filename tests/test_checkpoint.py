@@ -44,3 +44,11 @@ def test_another_config_is_refused_with_the_differing_keys(tmp_path):
 def test_config_differences_lists_added_and_removed_keys():
     assert config_differences({"a": {"b": 1}}, {"a": {"b": 1}}) == []
     assert config_differences({"a": {"b": 1}}, {"a": {"c": 1}}) == ["a.b: 1 -> '<missing>'", "a.c: '<missing>' -> 1"]
+
+
+def test_do_checkpoint_false_writes_the_agent_only(tmp_path):
+    """params.common.do_checkpoint: false, as the reference: last.pt (the agent) and no resume state."""
+    save_checkpoint(tmp_path, {"epoch": 1}, {"w": torch.zeros(2)}, {"a": 1}, resumable=False)
+    assert (tmp_path / "last.pt").exists() and not (tmp_path / "state.pt").exists()
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+        load_checkpoint(tmp_path, {"a": 1})

@@ -32,6 +32,16 @@ def test_the_shipped_presets_validate():
      r"is not a torchrl LossModule class"),
     ("params.actor_critic.updates.mode=offline", r"params.actor_critic.updates.mode='offline'; expected one of "
      r"\['on_policy', 'off_policy'\]"),
+    ("+params.tokenizer.codebook_decay=0.9", r"params.tokenizer.codebook_decay is not a key; expected one of "
+     r"\['always_revive_below_bits', 'codebook_dim', 'codebook_ema_decay'"),
+    ("+params.world_model.transformer_config.mlp_ratio=two",
+     r"params.world_model.transformer_config.mlp_ratio='two'; expected an integer"),
+    ("params.tokenizer.loss.l1_weight=abc", r"params.tokenizer.loss.l1_weight='abc'; expected a number"),
+    ("params.tokenizer.codebook_ema_decay=true", r"params.tokenizer.codebook_ema_decay=True; expected a number"),
+    ("+params.actor_critic.model.zero_init_critic=1", r"params.actor_critic.model.zero_init_critic=1; expected "
+     r"true or false"),
+    ("+params.actor_critic.updates.batch=3", r"params.actor_critic.updates.batch is not a key; expected one of"),
+    ("params.common.do_checkpoint=maybe", r"params.common.do_checkpoint='maybe'; expected true or false"),
     ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
     ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),
     ("params.training.learning_rate=0", r"params.training.learning_rate=0; expected a number > 0"),

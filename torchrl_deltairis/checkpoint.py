@@ -50,11 +50,16 @@ def config_differences(saved: Mapping, current: Mapping, ignore: tuple[str, ...]
 
 
 def save_checkpoint(directory: str | Path, state: dict[str, Any], models_state_dict: dict[str, torch.Tensor],
-                    config: Mapping) -> None:
-    """Writes ``last.pt`` (the models) then ``state.pt`` (the resume state, pointing at this epoch)."""
+                    config: Mapping, *, resumable: bool = True) -> None:
+    """Writes ``last.pt`` (the models) then ``state.pt`` (the resume state, pointing at this epoch).
+
+    ``resumable=False`` (``params.common.do_checkpoint: false``, as the reference) writes ``last.pt``
+    only: the run cannot be resumed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch_save_atomic(models_state_dict, directory / MODELS_FILE)
+    if not resumable:
+        return
     torch_save_atomic({"format": FORMAT, "config": dict(config), "models": models_state_dict, **state},
                       directory / STATE_FILE)
 

@@ -1,10 +1,10 @@
 """Real-environment collection: a TorchRL ``Collector`` writing into the episode store.
 
 ``ExplorationPolicy`` turns any TorchRL policy that writes action ``"logits"`` into the reference's
-behaviour policy: sample at a temperature (or take the argmax), and, *independently for each
-environment*, replace the action by a uniform random one with probability epsilon (the reference
-draws one coin for the whole vector of envs, SPEC A.9.5; we fix that, SPEC C.2). With
-``epsilon = 1`` (the first epoch) the wrapped policy is not called at all.
+behaviour policy: sample at a temperature (or take the argmax), then TorchRL's ``EGreedyModule``
+replaces the action by a uniform random one with probability epsilon, *independently for each
+environment* (the reference draws one coin for the whole vector of envs, SPEC A.9.5; we fix that,
+SPEC C.2). With ``epsilon = 1`` (the first epoch) the wrapped policy is not called at all.
 
 ``EpisodeCollector`` runs a stock ``torchrl.collectors.Collector`` over a batched env, appends every
 batch to the store (the store tracks each env's ongoing episode), and reports finished episodes.
@@ -21,44 +21,56 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.data import Categorical, Composite
 from torchrl.envs import EnvBase, ExplorationType, exploration_type
+from torchrl.modules import EGreedyModule
 from tqdm.auto import tqdm
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.envs.crafter import CRAFTER_ACHIEVEMENTS, crafter_score, crafter_success_rates
+from torchrl_deltairis.envs.crafter import crafter_metrics
 
 
 class ExplorationPolicy(TensorDictModuleBase):
-    """Categorical sampling with temperature and per-env epsilon-random actions.
+    """Categorical sampling with temperature, then TorchRL's ``EGreedyModule`` (per-env epsilon).
 
     Args:
         num_actions: size of the discrete action space.
         policy: a TensorDict module writing ``logits_key`` ([*batch, num_actions]); ``None`` means a
             uniform random policy.
-        epsilon: probability, drawn per environment and per step, of a uniform random action.
+        epsilon: probability, drawn per environment and per step, of a uniform random action (the
+            ``eps`` buffer of the ``EGreedyModule``; constant, no annealing: the reference's schedule
+            is 1 in the first epoch, ``epsilon`` afterwards, set with :attr:`epsilon`).
         temperature: logits are divided by it before sampling (ignored when not sampling).
         should_sample: sample from the logits (the reference's default), else take the argmax. Under
-            ``ExplorationType.MODE``/``DETERMINISTIC`` the argmax is taken and epsilon is ignored.
+            ``ExplorationType.MODE``/``DETERMINISTIC`` the argmax is taken and epsilon is ignored
+            (``EGreedyModule`` acts under ``RANDOM`` only).
+        device: where the policy runs (the ``eps`` buffer lives there).
     """
 
     def __init__(self, num_actions: int, policy: TensorDictModuleBase | None = None, *, epsilon: float = 0.01,
                  temperature: float = 1.0, should_sample: bool = True, logits_key: str = "logits",
-                 action_key: str = keys.ACTION):
+                 action_key: str = keys.ACTION, device: str | torch.device | None = None):
         super().__init__()
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.num_actions = num_actions
-        self.epsilon, self.temperature, self.should_sample = epsilon, temperature, should_sample
+        self.temperature, self.should_sample = temperature, should_sample
         self.logits_key, self.action_key = logits_key, action_key
-        self.set_policy(policy)
-
-    def set_policy(self, policy: TensorDictModuleBase | None) -> None:
-        """Sets the wrapped policy; the keys follow it. Set it before building a collector: the
-        collector reads :attr:`spec` once, to know which outputs to bring back from the policy's device."""
+        self.egreedy = EGreedyModule(Categorical(num_actions, shape=(), dtype=torch.int64), eps_init=1.0,
+                                     eps_end=0.0, annealing_num_steps=1, action_key=action_key, device=device)
+        self.epsilon = epsilon
         self.policy = policy
         self.in_keys = list(policy.in_keys) if policy is not None else [keys.PIXELS]
-        self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), self.action_key]))
+        self.out_keys = list(dict.fromkeys([*(policy.out_keys if policy is not None else []), action_key]))
+
+    @property
+    def epsilon(self) -> float:
+        return float(self.egreedy.eps)
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {value}")
+        self.egreedy.eps.fill_(value)
+        self._uniform = value >= 1.0  # host-side copy: the per-step check needs no device sync
 
     @property
     def spec(self) -> Composite:
@@ -71,13 +83,10 @@ class ExplorationPolicy(TensorDictModuleBase):
             out.update(inner)
         return out
 
-    def _random_actions(self, td: TensorDictBase) -> torch.Tensor:
-        return torch.randint(self.num_actions, td.batch_size, device=td.device)
-
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         greedy = exploration_type() in (ExplorationType.MODE, ExplorationType.DETERMINISTIC)
-        if self.policy is None or (self.epsilon >= 1.0 and not greedy):
-            return td.set(self.action_key, self._random_actions(td))
+        if self.policy is None or (self._uniform and not greedy):  # uniform: the network is not called at all
+            return td.set(self.action_key, self.egreedy.spec[self.action_key].rand(td.batch_size).to(td.device))
         td = self.policy(td)
         logits = td.get(self.logits_key)
         if logits.shape[-1] != self.num_actions:
@@ -86,10 +95,7 @@ class ExplorationPolicy(TensorDictModuleBase):
             action = logits.argmax(-1)
         else:
             action = torch.distributions.Categorical(logits=logits / self.temperature).sample()
-        if self.epsilon > 0 and not greedy:
-            explore = torch.rand(action.shape, device=action.device) < self.epsilon
-            action = torch.where(explore, self._random_actions(td), action)
-        return td.set(self.action_key, action)
+        return self.egreedy(td.set(self.action_key, action))
 
 
 @dataclass
@@ -107,10 +113,7 @@ class CollectionStats:
             out[f"{prefix}return_mean"] = float(torch.tensor(self.returns).mean())
             out[f"{prefix}length_mean"] = float(torch.tensor(self.lengths, dtype=torch.float).mean())
         if self.achievements:  # Crafter: success rates (%) of this call's finished episodes, and the score
-            unlocked = torch.stack(self.achievements)
-            rates = crafter_success_rates(unlocked)
-            out.update({f"{prefix}achievements/{name}": float(r) for name, r in zip(CRAFTER_ACHIEVEMENTS, rates)})
-            out[f"{prefix}crafter_score"] = crafter_score(unlocked)
+            out.update(crafter_metrics(torch.stack(self.achievements), prefix))
         return out
 
 

@@ -84,6 +84,8 @@ def validate_config(cfg: DictConfig) -> None:
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
     resolve_device(cfg.params.common.device)
+    if not isinstance(cfg.params.common.get("do_checkpoint", True), bool):
+        raise ValueError(f"params.common.do_checkpoint={cfg.params.common.do_checkpoint!r}; expected true or false")
     actor_critic_loss_config(cfg)
     for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
                  "collection.train.config.num_steps_first_epoch", "collection.test.num_envs",
@@ -173,7 +175,7 @@ def make_collector(env: EnvBase, trunk: ActorCriticTrunk, store: EpisodeStore, c
     env.append_transform(trunk.make_tensordict_primer())
     conf = collection.config
     policy = ExplorationPolicy(int(env.action_spec.space.n), trunk, epsilon=epsilon, temperature=conf.temperature,
-                               should_sample=conf.should_sample)
+                               should_sample=conf.should_sample, device=device)
     burn = CollectBurnIn(trunk, store, int(conf.burn_in_length), policy=policy)
     return EpisodeCollector(env, policy, store, steps_per_batch=steps_per_batch, policy_device=device,
                             before_collect=burn)
@@ -254,17 +256,19 @@ class ActorCriticParts:
 
 
 def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore,
-                                counts: EpisodeCounts, device: torch.device, seed: int) -> ActorCriticParts:
+                                counts: EpisodeCounts, device: torch.device, seed: int, *,
+                                trunk: ActorCriticTrunk | None = None) -> ActorCriticParts:
     """Imagination from real segments, then the configured loss (``params.actor_critic.loss`` and
     ``updates``, the contract of ``objectives/actor_critic_loss.py``): on-policy, each imagined batch
     feeds ``epochs`` passes of row minibatches; off-policy, a stock ``Collector`` on the imagination
-    env fills a stock replay buffer that the loss samples from."""
+    env fills a stock replay buffer that the loss samples from. ``trunk``: the acting policy network
+    (the one the real collectors use), built here when not given."""
     ac = cfg.params.actor_critic
     loss_cfg = actor_critic_loss_config(cfg)
     resolved = resolve_loss(loss_cfg)
     actor_critic = models.actor_critic
     state_spec = recurrent_state_spec(actor_critic.config.lstm_dim, device=device)
-    trunk = ActorCriticTrunk(actor_critic.model, write_values=False)
+    trunk = trunk if trunk is not None else ActorCriticTrunk(actor_critic.model, write_values=False)
     actor = make_actor(trunk)
     loss = build_actor_critic_loss(actor_critic, loss_cfg)
     targets = make_target_updater(loss, loss_cfg.target_ema_decay)

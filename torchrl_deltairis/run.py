@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDict, TensorDictBase
 
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
@@ -31,7 +30,6 @@ from torchrl_deltairis.factory import (
     initialize_models,
     make_actor_critic_component,
     make_collector,
-    make_component,
     make_model_components,
     make_models,
     make_train_env,
@@ -45,7 +43,7 @@ from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.policy import ActorCriticTrunk
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
 from torchrl_deltairis.results import run_results, write_results
-from torchrl_deltairis.trainer import Component, Trainer
+from torchrl_deltairis.trainer import Trainer
 
 RESUME_SCRIPT = """#!/usr/bin/env bash
 # Resume this run from its last checkpoint, with the config it was started with (run from anywhere).
@@ -191,18 +189,20 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
     env, store, num_actions = make_train_env(cfg, run_dir, seed)
     if env is not None:
         started.append(env.close)
+    # in dependency order: env specs -> models -> policy -> collector -> components -> evaluation
     models = make_models(cfg, num_actions, device)
-    counts = EpisodeCounts()
-    components = make_model_components(cfg, models, store, counts, device, seed)
-    ac = make_actor_critic_component(cfg, models, store, counts, device, seed)
-    components.append(ac.component)
-    trunk, dream = ac.trunk, ac.dream
+    trunk = ActorCriticTrunk(models.actor_critic.model, write_values=False)  # the acting policy network
     collector = None
     if env is not None:  # the first epoch's policy is uniform (epsilon 1); the trainer sets it per epoch
         collector = make_collector(env, trunk, store, cfg.params.collection.train,
                                    steps_per_batch=cfg.params.collection.train.steps_per_batch, device=device,
                                    epsilon=1.0)
         started[started.index(env.close)] = collector.shutdown  # it closes the env
+    counts = EpisodeCounts()
+    components = make_model_components(cfg, models, store, counts, device, seed)
+    ac = make_actor_critic_component(cfg, models, store, counts, device, seed, trunk=trunk)
+    components.append(ac.component)
+    dream = ac.dream
     evaluate, test_collector, test_returns = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
     if test_collector is not None:
         started.append(test_collector.shutdown)
@@ -219,7 +219,8 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
                         "counts": counts.state_dict(), "actor_critic_loss": ac.loss.state_dict(),
                         "excess_steps": collector.excess_steps if collector is not None else 0,
                         "rng": torch.get_rng_state()}
-        save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config)
+        save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config,
+                        resumable=bool(cfg.params.common.do_checkpoint))
 
     start_epoch = 1
     if state is None:

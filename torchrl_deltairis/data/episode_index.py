@@ -33,6 +33,12 @@ def assign_episodes(
     New ids are allocated in order of creation: by time step first, then by env row. ``keep``
     (bool ``(E, T)``, optional) marks the steps that will be stored: in each row a prefix, and a
     dropped suffix must follow a done step (or a row with no open episode); dropped steps get no id.
+
+    Why not the collector's ``("collector", "traj_ids")``: the store's ids index its episodes on disk,
+    so they must be dense (0, 1, 2, ... in storage order, the sampler's counts and priorities are
+    arrays over them) and persist across processes. ``traj_ids`` restart at 0 in every new collector
+    (a resumed run, the test collector) and count the steps an env takes past its test quota, which
+    the store drops.
     """
     assert done.ndim == 2 and done.dtype == torch.bool, (done.shape, done.dtype)
     num_envs, horizon = done.shape

@@ -204,7 +204,7 @@ class EpisodeStore:
     def _frame_shape(self) -> tuple[int, ...] | None:
         if not self.storage.initialized:
             return None
-        return tuple(self.storage._storage[keys.PIXELS].shape[1:])
+        return tuple(self.storage.get(PADDING_ROW).get(keys.PIXELS).shape)
 
     def _commit(self) -> None:
         if self.durable:
@@ -225,15 +225,17 @@ class EpisodeStore:
     # ---------------------------------------------------------------- reopening
     def _reopen(self, num_rows: int) -> None:
         """Memory-map the existing files and rebuild the index from the first ``num_rows`` rows."""
-        torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
-        write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
-        self.storage.loads(self._storage_dir)  # zero copy: scratch_dir is that same directory
         self._rollback(num_rows)
 
     def _rollback(self, num_rows: int) -> None:
-        self.storage._len = num_rows  # what TorchRL's checkpointer.loads sets too
+        """The storage's length set to ``num_rows`` through TorchRL's public API: its checkpointer's
+        record, then ``loads`` (zero copy: ``scratch_dir`` is that same directory), the writer's cursor
+        through its ``load_state_dict``; then the index from the columns (memmap views, no frame read)."""
+        torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
+        write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
+        self.storage.loads(self._storage_dir)
         self._writer.load_state_dict({"_cursor": num_rows, "_write_count": num_rows})
-        columns = self.storage._storage[PADDING_ROW + 1 : num_rows]  # memmap views, no frame is read
+        columns = self.storage.get(slice(PADDING_ROW + 1, num_rows))
         self._index = EpisodeIndex.from_columns(
             columns[keys.EPISODE].clone(),
             columns[keys.STEP].clone(),

@@ -103,3 +103,11 @@ def crafter_score(unlocked: torch.Tensor) -> float:
     rates ``s_i`` in percent, a geometric mean that rewards unlocking rare achievements."""
     rates = crafter_success_rates(unlocked)
     return float(torch.exp(torch.log1p(rates).mean()) - 1.0)
+
+
+def crafter_metrics(unlocked: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    """Per-achievement success rates (%) of episodes ``unlocked`` bool ``[N, 22]`` and the Crafter score."""
+    rates = crafter_success_rates(unlocked)
+    out = {f"{prefix}achievements/{name}": float(r) for name, r in zip(CRAFTER_ACHIEVEMENTS, rates)}
+    out[f"{prefix}crafter_score"] = crafter_score(unlocked)
+    return out
