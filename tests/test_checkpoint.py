@@ -52,3 +52,25 @@ def test_do_checkpoint_false_writes_the_agent_only(tmp_path):
     assert (tmp_path / "last.pt").exists() and not (tmp_path / "state.pt").exists()
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         load_checkpoint(tmp_path, {"a": 1})
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_says_so_in_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from torchrl_deltairis.run import disk_full_message
+
+    save_checkpoint(tmp_path, {"epoch": 1}, {"w": torch.zeros(2)}, CONFIG)
+
+    def full(obj, file, *args, **kwargs):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "state.pt"))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(tmp_path, {"epoch": 2}, {"w": torch.ones(2)}, CONFIG)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path, CONFIG)["epoch"] == 1  # the last checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "state.pt"]  # no partial file left
+    message = disk_full_message(err.value)
+    assert "\n" not in message and message.startswith("error: no space left on the device while writing ")
+    assert "resume with scripts/resume.sh" in message

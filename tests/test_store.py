@@ -93,6 +93,9 @@ def test_episodes_continue_across_batches_and_env_rows(tmp_path):
         assert_episode_equal(store.episode(episode_id), steps, episode_id)
         assert store.is_finished(episode_id) == bool(steps[keys.NEXT_DONE][-1])
     assert not store.finished.all()  # the last episode of every row is still running
+    finished = [steps for steps in expected if bool(steps[keys.NEXT_DONE][-1])]
+    expected_returns = torch.tensor([float(steps[keys.NEXT_REWARD].double().sum()) for steps in finished])
+    torch.testing.assert_close(store.returns(), expected_returns.double())  # finished episodes only, in order
 
 
 def test_single_env_batches_and_truncation(tmp_path):
@@ -262,3 +265,27 @@ def test_keep_drops_the_steps_after_a_finished_episode(tmp_path):
         with pytest.raises(ValueError, match=match):
             store.add_batch(make_batch(torch.zeros(2, 3, dtype=torch.bool), seed=2), keep=bad)
     assert store.num_steps == 9
+
+
+def test_a_full_disk_keeps_every_committed_step_and_the_store_goes_on_after_a_reopen(tmp_path, monkeypatch):
+    import errno
+
+    import torchrl_deltairis.data.store as store_module
+
+    store = EpisodeStore(tmp_path / "store", capacity=500)
+    store.add_batch(make_batch(torch.zeros(2, 5, dtype=torch.bool), seed=0))
+    committed = store.num_steps
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_module, "write_json_atomic", full)
+    with pytest.raises(OSError) as err:
+        store.add_batch(make_batch(torch.zeros(2, 5, dtype=torch.bool), seed=1))
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()  # space is freed; the process that hit the error is gone
+    reopened = EpisodeStore(tmp_path / "store")
+    assert reopened.num_steps == committed
+    torch.testing.assert_close(reopened.episode(0)[keys.PIXELS], store.episode(0)[keys.PIXELS][:5])
+    reopened.add_batch(make_batch(torch.zeros(2, 5, dtype=torch.bool), seed=2))
+    assert EpisodeStore(tmp_path / "store").num_steps == committed + 10

@@ -101,25 +101,51 @@ def _resume(run_dir: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _steps_per_epoch(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [int(float(row["collection/train/steps"])) for row in csv.DictReader(file)]
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str) -> None:
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-3000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_at_several_points_then_resume_keeps_every_step_and_finishes(tmp_path):
-    """Killed in epoch 2 (collecting or training), resumed, killed again right after the epoch-2
-    checkpoint, resumed to the end: the same epochs, metrics and artifacts as an uninterrupted run,
-    and every step stored before each kill still there."""
+    """SIGKILLed during epoch 1's collection (before any epoch ends), during epoch 2's evaluation, and
+    right after epoch 2's checkpoint (its training of epoch 3), resumed each time with
+    scripts/resume.sh: every committed step is kept, and the epochs and the steps stored per epoch are
+    those of the run that was not killed (300, 100, 100: test_smoke_run_writes_every_artifact)."""
     run_dir = tmp_path / "run"
-    _kill_after_checkpoint(_train(run_dir), run_dir, epoch=1, delay=1.0)
-    steps_first_kill = _committed_steps(run_dir)
-    assert steps_first_kill >= 300 and _checkpoint_epoch(run_dir) == 1
+    state = run_dir / "checkpoints" / "state.pt"
+    test_store = run_dir / "dataset" / "test" / "commit.json"
+
+    def in_first_collection() -> bool:  # the epoch-0 checkpoint is there and some of epoch 1's steps
+        return state.exists() and (run_dir / "dataset" / "train" / "commit.json").exists() and \
+            0 < _committed_steps(run_dir) < 300
+    _kill_when(_train(run_dir), in_first_collection, "its first collection")
+    kept = _committed_steps(run_dir)
+    assert _checkpoint_epoch(run_dir) == 0 and 0 < kept < 300
+
+    _kill_when(_resume(run_dir), lambda: _checkpoint_epoch(run_dir) == 1 and test_store.exists(),
+               "its evaluation of epoch 2")
+    assert _committed_steps(run_dir) == 300 + 100  # epoch 1 went on from the kept steps; epoch 2 collected
+    assert _checkpoint_epoch(run_dir) == 1
 
     _kill_after_checkpoint(_resume(run_dir), run_dir, epoch=2, delay=0.3)
-    steps_second_kill = _committed_steps(run_dir)
-    assert steps_second_kill >= steps_first_kill + 100  # epoch 2 collected on top of what was kept
     assert _checkpoint_epoch(run_dir) == 2
+    steps_third_kill = _committed_steps(run_dir)
 
     resumed = _resume(run_dir)
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert _epochs(run_dir) == [1, 2, 3] and _checkpoint_epoch(run_dir) == 3
-    assert _committed_steps(run_dir) >= steps_second_kill + 100
+    assert _committed_steps(run_dir) == 500 >= steps_third_kill  # as the unkilled run: nothing re-collected
+    assert _steps_per_epoch(run_dir) == [300, 100, 100]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["epoch"] == 3 and len(results["returns"]) == 2
     with open(run_dir / "metrics.csv", newline="") as file:

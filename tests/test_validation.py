@@ -42,6 +42,36 @@ def test_the_shipped_presets_validate():
      r"true or false"),
     ("+params.actor_critic.updates.batch=3", r"params.actor_critic.updates.batch is not a key; expected one of"),
     ("params.common.do_checkpoint=maybe", r"params.common.do_checkpoint='maybe'; expected true or false"),
+    ("params.training.learning_rate=abc", r"params.training.learning_rate='abc'; expected a number > 0"),
+    ("params.training.tokenizer.max_grad_norm=0", r"params.training.tokenizer.max_grad_norm=0; expected a number > 0"),
+    ("params.training.world_model.priority_alpha=-1",
+     r"params.training.world_model.priority_alpha=-1; expected a number >= 0"),
+    ("params.training.world_model.weight_decay=-0.1",
+     r"params.training.world_model.weight_decay=-0.1; expected a number >= 0"),
+    ("params.collection.train.config.epsilon=1.5",
+     r"params.collection.train.config.epsilon=1.5; expected a number in \[0, 1\]"),
+    ("params.collection.test.config.temperature=0",
+     r"params.collection.test.config.temperature=0; expected a number > 0"),
+    ("params.actor_critic.gamma=1.5", r"params.actor_critic.gamma=1.5; expected a number in \[0, 1\]"),
+    ("params.actor_critic.lambda_=-0.5", r"params.actor_critic.lambda_=-0.5; expected a number in \[0, 1\]"),
+    ("params.actor_critic.entropy_weight=-1", r"params.actor_critic.entropy_weight=-1; expected a number >= 0"),
+    ("params.actor_critic.target_ema_decay=1", r"params.actor_critic.target_ema_decay=1; expected a number in "
+     r"\[0, 1\)"),
+    ("params.actor_critic.ppo_clip_epsilon=0", r"params.actor_critic.ppo_clip_epsilon=0; expected a number > 0"),
+    ("params.actor_critic.burn_in_length=-2", r"params.actor_critic.burn_in_length=-2; expected a number >= 0"),
+    ("params.tokenizer.freqs_ema_decay=1.2", r"params.tokenizer.freqs_ema_decay=1.2; expected a number in \[0, 1\)"),
+    ("params.tokenizer.loss.commitment_weight=-0.02",
+     r"params.tokenizer.loss.commitment_weight=-0.02; expected a number >= 0"),
+    ("params.world_model.ends_weight=-1", r"params.world_model.ends_weight=-1; expected a number >= 0"),
+    ("params.world_model.transformer_config.attn_pdrop=1",
+     r"params.world_model.transformer_config.attn_pdrop=1; expected a number in \[0, 1\)"),
+    ("params.world_model.transformer_config.max_blocks=3", r"params.world_model.transformer_config.max_blocks=3; "
+     r"expected >= params.training.world_model.sequence_length = 8"),
+    ("params.actor_critic.updates.num_minibatches=0",
+     r"params.actor_critic.updates.num_minibatches=0; expected an integer >= 1"),
+    ("params.actor_critic.loss={_target_:torchrl.objectives.DiscreteSACLoss,alpha:1}",
+     r"params.actor_critic.loss.alpha is not a parameter of DiscreteSACLoss"),
+    ("params.tokenizer.encoder_config.num_channels=30", r"num_channels|num_groups|multiple"),
     ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
     ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),
     ("params.training.learning_rate=0", r"params.training.learning_rate=0; expected a number > 0"),
@@ -53,6 +83,8 @@ def test_the_shipped_presets_validate():
     ("params.collection.test.config.num_episodes=1.5",
      r"params.collection.test.config.num_episodes=1.5; expected an integer >= 1"),
     ("env.train.id=Tetris", r"Unknown Atari 100k game or env id 'Tetris'. Valid names: Alien"),
+    ("env.train.repeat_action_probability=2", r"env.train.repeat_action_probability=2; expected a number in "
+     r"\[0, 1\]"),
     ("params.tokenizer.decoder_config.latent_dim=3", r"decoder_config.latent_dim=3, expected"),
     ("params.collection.path_to_static_dataset=/nonexistent",
      r"path_to_static_dataset='/nonexistent' has no episode store at /nonexistent/train"),
@@ -60,9 +92,35 @@ def test_the_shipped_presets_validate():
      r"path_to_checkpoint='/nonexistent.pt' is not a file"),
 ])
 def test_bad_values_fail_naming_the_key_and_the_expected_values(override, message):
-    cfg = _cfg("env=atari" if "Tetris" in override else "params.common.seed=0", override)
+    cfg = _cfg("env=atari" if override.startswith("env.train") else "params.common.seed=0", override)
     with pytest.raises(ValueError, match=message):
         validate_config(cfg)
+
+
+def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"^params.initialization.path_to_checkpoint='.*notes.pt' is not a "
+                       r"checkpoint torch can read \(") as err:
+        validate_config(_cfg(f"params.initialization.path_to_checkpoint={bad}"))
+    assert "\n" not in str(err.value)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match=r"holds a Tensor; expected a state_dict"):
+        validate_config(_cfg(f"params.initialization.path_to_checkpoint={tmp_path / 'tensor.pt'}"))
+
+
+def test_a_checkpoint_of_another_model_names_the_keys_that_differ(tmp_path):
+    small = make_models(_cfg(), 17, torch.device("cpu"))
+    torch.save(to_reference_state_dict(small), tmp_path / "small.pt")
+    cfg = _cfg(f"params.initialization.path_to_checkpoint={tmp_path / 'small.pt'}", "params.tokenizer.codebook_dim=32")
+    with pytest.raises(ValueError, match=r"small.pt' is a checkpoint of another model: tokenizer.'quantizer.codebook' "
+                       r"has shape \(64, 16\), expected \(64, 32\) \(and 3 more\)$"):
+        initialize_models(make_models(cfg, 17, torch.device("cpu")), cfg)
+
+
+def test_the_bad_input_table_is_large():
+    table = test_bad_values_fail_naming_the_key_and_the_expected_values.pytestmark[0].args[1]
+    assert len(table) >= 40
 
 
 def test_unknown_keys_and_groups_are_refused_by_hydra_with_the_choices():

@@ -27,6 +27,20 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed by this run (missing, another format, another config)."""
 
 
+def read_torch_file(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or a one-line ``CheckpointError`` naming
+    ``what`` (the key or argument the path came from), the path and the reason (torch's own message
+    is many lines: its first line only)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{what}={str(path)!r} is not a file; expected a checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip, version and weights-only errors all mean the same to the user
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(f"{what}={str(path)!r} is not a checkpoint torch can read ({reason[:160]})") from None
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, Mapping):
         out: dict[str, Any] = {}

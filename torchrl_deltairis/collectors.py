@@ -158,6 +158,7 @@ class EpisodeCollector:
                                    auto_register_policy_transforms=False)
         self._iterator: Iterator[TensorDictBase] | None = None
         self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
+        self.resumed_steps = 0  # steps a killed run stored in the epoch it resumes: the next collect counts them
 
     @property
     def devices(self) -> dict[str, torch.device]:
@@ -181,10 +182,12 @@ class EpisodeCollector:
     def collect(self, num_steps: int, desc: str = "collect") -> CollectionStats:
         """Collects at least ``num_steps - excess`` steps (whole batches), stores them, and returns
         the statistics; the overshoot is carried over to the next call, as the reference does."""
-        stats = CollectionStats()
+        stats = CollectionStats(num_steps=self.resumed_steps)
+        self.resumed_steps = 0
         self._start()
         target = max(num_steps - self.excess_steps, 0)
-        with tqdm(total=target, desc=desc, unit="step", disable=not self.progress, leave=False) as bar:
+        with tqdm(total=target, initial=min(stats.num_steps, target), desc=desc, unit="step",
+                  disable=not self.progress, leave=False) as bar:
             while stats.num_steps < target:
                 batch = next(self._iterator)
                 self.store.add_batch(batch)

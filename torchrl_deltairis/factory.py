@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
+from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 from torchrl_deltairis.envs import env_config, make_batched_env, make_env
@@ -31,7 +32,12 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
     uses_value_estimator,
 )
 from torchrl_deltairis.optim import make_optimizer
-from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, convert_reference_state_dict
+from torchrl_deltairis.reference import (
+    DeltaIrisModels,
+    ReferenceCheckpointError,
+    configs_from_reference,
+    convert_reference_state_dict,
+)
 from torchrl_deltairis import functional, keys
 from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, burn_in, make_actor, recurrent_state_spec
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
@@ -100,12 +106,63 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{key}={value!r}; expected a number > 0")
-    configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=2)  # model shapes
+    for path, low, high, low_open, high_open in _RANGES:
+        _check_number(cfg, path, low, high, low_open, high_open)
+    configs = configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=2)  # shapes
+    _check_context(cfg, configs)
     static_dataset(cfg)
     path = cfg.params.initialization.get("path_to_checkpoint")
-    if path and not Path(path).expanduser().is_file():
-        raise ValueError(f"params.initialization.path_to_checkpoint={path!r} is not a file; expected a checkpoint "
-                         "(a run's checkpoints/last.pt or a reference agent state_dict)")
+    if path:
+        state = read_torch_file(path, "params.initialization.path_to_checkpoint")
+        if not isinstance(state, dict):
+            raise ValueError(f"params.initialization.path_to_checkpoint={path!r} holds a {type(state).__name__}; "
+                             "expected a state_dict (a run's checkpoints/last.pt or a reference agent state_dict)")
+
+
+# (path, low, high, low excluded, high excluded): every numeric field whose range is known
+_RANGES = [
+    *[(f"params.training.{c}.{key}", low, None, low_open, False) for c in COMPONENTS
+      for key, low, low_open in (("max_grad_norm", 0, True), ("priority_alpha", 0, False), ("weight_decay", 0, False))],
+    *[(f"params.collection.{split}.config.{key}", low, high, lo, hi) for split in ("train", "test")
+      for key, low, high, lo, hi in (("epsilon", 0, 1, False, False), ("temperature", 0, None, True, False))],
+    ("params.actor_critic.gamma", 0, 1, False, False), ("params.actor_critic.lambda_", 0, 1, False, False),
+    ("params.actor_critic.entropy_weight", 0, None, False, False),
+    ("params.actor_critic.target_ema_decay", 0, 1, False, True), ("params.actor_critic.ppo_clip_epsilon", 0, None, True, False),
+    ("params.actor_critic.burn_in_length", 0, None, False, False),
+    ("params.tokenizer.codebook_ema_decay", 0, 1, False, True), ("params.tokenizer.freqs_ema_decay", 0, 1, False, True),
+    *[(f"params.tokenizer.loss.{w}", 0, None, False, False)
+      for w in ("commitment_weight", "l1_weight", "l2_weight", "worst_pixel_weight")],
+    *[(f"params.world_model.{w}", 0, None, False, False) for w in ("latents_weight", "rewards_weight", "ends_weight")],
+    *[(f"params.world_model.transformer_config.{p}", 0, 1, False, True)
+      for p in ("embed_pdrop", "resid_pdrop", "attn_pdrop")],
+    ("env.train.repeat_action_probability", 0, 1, False, False), ("env.test.repeat_action_probability", 0, 1, False, False),
+]
+
+
+def _check_number(cfg: DictConfig, path: str, low, high, low_open: bool, high_open: bool) -> None:
+    value = OmegaConf.select(cfg, path, default=None)
+    if value is None:
+        return  # not set in this config (e.g. repeat_action_probability outside Atari)
+    below = value <= low if low_open else value < low if isinstance(value, (int, float)) else True
+    above = high is not None and isinstance(value, (int, float)) and (value >= high if high_open else value > high)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or below or above:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        expected = f"a number in {left}{low}, {high}{right}" if high is not None else \
+            f"a number {'>' if low_open else '>='} {low}"
+        raise ValueError(f"{path}={value!r}; expected {expected}")
+
+
+def _check_context(cfg: DictConfig, configs) -> None:
+    """The world model's context (``transformer_config.max_blocks`` frames) must hold its training
+    sequences and the actor-critic's context segment (burned in at once); an imagination that runs
+    past it flushes the context, as the reference does."""
+    max_blocks = configs.world_model.transformer_config.max_blocks
+    t = cfg.params.training
+    for what, blocks in (("params.training.world_model.sequence_length", int(t.world_model.sequence_length)),
+                         ("params.training.actor_critic.sequence_length", int(t.actor_critic.sequence_length))):
+        if blocks > max_blocks:
+            raise ValueError(f"params.world_model.transformer_config.max_blocks={max_blocks}; expected >= {what} "
+                             f"= {blocks} (the world model's context, in frames)")
 
 
 def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
@@ -116,7 +173,7 @@ def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
     if not init.get("path_to_checkpoint"):
         return []
     path = Path(init.path_to_checkpoint).expanduser()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, "params.initialization.path_to_checkpoint")
     for wrapper in ("models", "state_dict"):  # our state.pt, a parity fixture
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -130,7 +187,14 @@ def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
             raise ValueError(f"params.initialization.path_to_checkpoint={str(path)!r} holds no {part} weights "
                              f"(no key starts with {prefix!r}); set params.initialization.load_{part}=false")
         module = getattr(models, part)
-        module.load_state_dict(convert_reference_state_dict(sub, module))
+        try:
+            converted = convert_reference_state_dict(sub, module)
+        except ReferenceCheckpointError as err:  # one line: the first problem, and how many more
+            problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"params.initialization.path_to_checkpoint={str(path)!r} is a checkpoint of another "
+                             f"model: {part}.{problems[0].removeprefix('key ')}{more}") from None
+        module.load_state_dict(converted)
         loaded.append(part)
     return loaded
 

@@ -5,12 +5,14 @@ TorchRL's loggers.
 late leaves its cells empty before); it is rewritten atomically each epoch, so a kill never leaves a
 torn file, and a resumed run keeps the rows up to its checkpoint. wandb runs offline by default (no
 network: ``wandb sync`` uploads later); ``mode: online`` streams, ``mode: disabled`` turns it off.
+The environment variables ``WANDB_MODE`` and ``WANDB_DIR`` override the config, as wandb's users expect.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,12 +59,16 @@ class RunLogger:
         mode = wandb_cfg.pop("mode", "offline")
         if mode not in WANDB_MODES:
             raise ValueError(f"wandb.mode={mode!r}; valid choices are {list(WANDB_MODES)}")
+        env_mode = os.environ.get("WANDB_MODE")  # what wandb's users expect: the environment wins
+        if env_mode in ("disabled", "offline", "online", "dryrun"):
+            mode = "offline" if env_mode == "dryrun" else env_mode
+        save_dir = os.environ.get("WANDB_DIR") or str(run_dir)
         if mode != "disabled":
             from torchrl.record.loggers.wandb import WandbLogger
 
             settings = {k: v for k, v in wandb_cfg.items() if v is not None and k != "project"}
             self.loggers.append(WandbLogger(exp_name=settings.pop("name", None) or run_dir.name,
-                                            offline=mode == "offline", save_dir=str(run_dir),
+                                            offline=mode == "offline", save_dir=save_dir,
                                             project=wandb_cfg.get("project"), config=dict(config or {}),
                                             log_env_packages=False, **settings))
         if tensorboard:

@@ -25,6 +25,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.modules import set_recurrent_mode
 
 from torchrl_deltairis import functional, keys
+from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine, to_uint8_frames
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
@@ -209,7 +210,7 @@ def compare_rounded(key: str, ours: torch.Tensor, unrounded: torch.Tensor,
 def run_parity(fixture: Mapping[str, Any] | str) -> list[ParityRow]:
     """Loads a fixture (path or loaded dict) and compares every output key."""
     if not isinstance(fixture, Mapping):
-        fixture = torch.load(fixture, map_location="cpu", weights_only=True)
+        fixture = read_torch_file(fixture, "the parity fixture")
     configs = configs_from_reference(fixture["config"])
     models = load_reference_checkpoint(fixture["state_dict"], configs)
     fixture_outputs = fixture["outputs"]

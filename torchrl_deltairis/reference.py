@@ -239,7 +239,9 @@ def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[st
         map_location: where to load the tensors.
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        state = torch.load(path_or_state_dict, map_location=map_location, weights_only=True)
+        from torchrl_deltairis.checkpoint import read_torch_file
+
+        state = read_torch_file(path_or_state_dict, "the reference checkpoint")
     else:
         state = path_or_state_dict
     if not isinstance(state, Mapping):
@@ -249,4 +251,4 @@ def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[st
     configs = config if isinstance(config, ReferenceConfigs) else configs_from_reference(config)
     models = DeltaIrisModels(configs)
     models.load_state_dict(convert_reference_state_dict(state, models), strict=True)
-    return models
+    return models.to(map_location)

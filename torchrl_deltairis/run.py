@@ -12,6 +12,7 @@ Run folder (Hydra's ``outputs/YYYY-MM-DD/hh-mm-ss``, the working directory of ``
 from __future__ import annotations
 
 import random
+import signal
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
+from torchrl_deltairis.checkpoint import STATE_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
 from torchrl_deltairis.envs.atari import human_normalized_score
@@ -43,12 +44,14 @@ from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.policy import ActorCriticTrunk
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
 from torchrl_deltairis.results import run_results, write_results
+from torchrl_deltairis.runlock import RunInUseError, RunLock
 from torchrl_deltairis.trainer import Trainer
 
 RESUME_SCRIPT = """#!/usr/bin/env bash
-# Resume this run from its last checkpoint, with the config it was started with (run from anywhere).
-cd "$(dirname "$0")/.." && {python} {train} --config-path "$PWD/config" --config-name trainer \\
-    hydra.run.dir=. params.common.resume=true "$@"
+# Resume this run from its last checkpoint (epoch 0: its start), with the config it was started with
+# (run from anywhere); the trainer replaces this shell (exec), so signals sent to the script reach it.
+cd "$(dirname "$0")/.." && exec {python} {train} --config-path "$PWD/config" --config-name trainer \\
+    hydra.run.dir=. params.common.resume=auto "$@"
 """
 
 PLAY_SCRIPT = """#!/usr/bin/env bash
@@ -65,6 +68,39 @@ def seed_everything(seed: int) -> None:
 
 
 RESUME_CHOICES = (False, True, "auto")
+
+
+class Interrupted(BaseException):
+    """Raised in the trainer's process by SIGTERM / SIGINT (``train.py`` installs the handlers)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Errors that are the user's to fix (a bad value, a wrong file, a folder in use): the CLI prints their
+# message alone. Anything else is a bug and keeps its trace.
+USER_ERRORS = (ValueError, KeyError, CheckpointError, RunInUseError, FileNotFoundError)
+
+
+def disk_full_message(err: OSError) -> str:
+    """The one line printed when the disk fills up under a run."""
+    where = f" while writing {err.filename}" if err.filename else ""
+    return (f"error: no space left on the device{where}; the last checkpoint and every committed step are "
+            "intact: free some space and resume with scripts/resume.sh")
+
+
+def interrupted_message(signum: int, trainer: Trainer, run_dir: Path) -> str:
+    """The one line printed when a signal stops a run."""
+    name = signal.Signals(signum).name
+    state = run_dir / "checkpoints" / STATE_FILE
+    if state.exists():
+        saved = int(torch.load(state, map_location="cpu", weights_only=True)["epoch"])
+        where = (f"scripts/resume.sh resumes it after epoch {saved}" if saved else
+                 "scripts/resume.sh resumes it from its start, keeping the steps it collected")
+    else:
+        where = "it had not started: scripts/resume.sh starts it"
+    return f"stopped by {name} during epoch {trainer.current_epoch}; the env workers are shut down; {where}"
 
 
 def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
@@ -97,9 +133,10 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
     losses over them and a reconstruction image, as the reference's evaluation; plus the media: the
     recent and best test episodes, a video of the first test episodes and one of imagined rollouts.
 
-    Returns ``evaluate(epoch) -> metrics``, the test collector, and ``last_returns`` (the returns of
-    the latest evaluation's test episodes, refilled by each call). On a static dataset the test store
-    is the dataset's, neither cleared nor recollected (no collector, no returns), as the reference."""
+    Returns ``evaluate(epoch) -> metrics``, the test collector and the test store (which holds the
+    latest evaluation's test episodes, cleared by each call: ``store.returns()`` are their returns).
+    On a static dataset the test store is the dataset's, neither cleared nor recollected (no
+    collector, no returns), as the reference."""
 
     test = cfg.params.collection.test
     static = static_dataset(cfg)
@@ -118,7 +155,6 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
 
     media = run_dir / "media"
     saver = EpisodeSaver(media / "episodes" / "test", store, int(test.num_episodes_to_save))
-    last_returns: list[float] = []
     burn_in = int(cfg.params.actor_critic.burn_in_length)
     atari = isinstance(env_config(OmegaConf.to_container(cfg.env.test, resolve=True)), AtariConfig)
 
@@ -128,7 +164,6 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
             store.clear()
             saver.reset_seen()
             stats = collector.collect_episodes(int(test.config.num_episodes))
-            last_returns[:] = [float(r) for r in stats.returns]
             metrics.update(stats.summary("collection/test/"))
             if atari and stats.returns:
                 metrics["collection/test/human_normalized_score"] = human_normalized_score(
@@ -154,7 +189,7 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
                               media / "videos" / f"epoch_{epoch:04d}_imagination.gif")
         return metrics
 
-    return evaluate, collector, last_returns
+    return evaluate, collector, store
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool = True) -> Trainer:
@@ -163,6 +198,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
     Whatever can fail on the config (env ids, device, checkpoint, logger) fails before any env
     process starts; if building fails later, the processes already started are shut down."""
     validate_config(cfg)
+    lock = RunLock(run_dir)  # before anything is read or written: one process per run folder
+    try:
+        return _build(cfg, run_dir, train_script, progress, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool, lock: RunLock) -> Trainer:
     device = resolve_device(cfg.params.common.device)
     if device.type == "cuda":  # TF32 matmuls and convolutions, as the reference
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -174,11 +218,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
                        resume_epoch=int(state["epoch"]) if state is not None else None)
     seed_everything(int(cfg.params.common.seed))
     write_run_files(cfg, run_dir, train_script)
-    started = [logger.close]
+    started = [lock.release, logger.close]
     try:
         return _assemble(cfg, run_dir, device, config, state, logger, started, progress)
     except BaseException:
-        for close in reversed(started):
+        for close in reversed(started[1:]):  # the lock is released by build_trainer
             close()
         raise
 
@@ -203,14 +247,15 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
     ac = make_actor_critic_component(cfg, models, store, counts, device, seed, trunk=trunk)
     components.append(ac.component)
     dream = ac.dream
-    evaluate, test_collector, test_returns = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
+    evaluate, test_collector, test_store = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
     if test_collector is not None:
         started.append(test_collector.shutdown)
     train_saver = EpisodeSaver(run_dir / "media" / "episodes" / "train", store,
                                int(cfg.params.collection.train.num_episodes_to_save))
 
     def finish(epoch: int, metrics: dict[str, float]) -> None:
-        if test_returns:  # evaluated with test episodes (not on a static dataset)
+        test_returns = test_store.returns().tolist()  # the latest evaluation's episodes, from its store
+        if test_collector is not None and test_returns:  # evaluated with test episodes (not on a static dataset)
             history = [*logger.table.rows]
             write_results(run_dir, run_results(config["env"]["train"], seed, epoch, test_returns, history, metrics))
 
@@ -218,7 +263,7 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
         resume_state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
                         "counts": counts.state_dict(), "actor_critic_loss": ac.loss.state_dict(),
                         "excess_steps": collector.excess_steps if collector is not None else 0,
-                        "rng": torch.get_rng_state()}
+                        "store_steps": store.num_steps, "rng": torch.get_rng_state()}
         save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config,
                         resumable=bool(cfg.params.common.do_checkpoint))
 
@@ -236,6 +281,9 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
             ac.loss.load_state_dict(state["actor_critic_loss"])
         if collector is not None:
             collector.excess_steps = int(state["excess_steps"])
+            # the steps committed after this checkpoint belong to the interrupted epoch: they count
+            # towards its collection, which goes on where it stopped (whole batches: the same total)
+            collector.resumed_steps = store.num_steps - int(state.get("store_steps", store.num_steps))
         torch.set_rng_state(state["rng"])
         start_epoch = int(state["epoch"]) + 1
     return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector,
@@ -243,5 +291,5 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
                    collection=collection_schedule(cfg), components=components, logger=logger, save=save,
                    evaluate=evaluate if cfg.params.evaluation.should else None,
                    eval_every=int(cfg.params.evaluation.every), start_epoch=start_epoch, progress=progress,
-                   on_close=tuple(reversed(started)), finish=finish,
+                   on_close=tuple(reversed(started)), finish=finish, save_initial=state is None,
                    on_epoch_end=(lambda epoch, _: train_saver.update(epoch),))

@@ -173,8 +173,12 @@ class Trainer:
     on_close: Sequence[Callable[[], None]] = ()  # collectors' shutdown, the logger's close
     finish: Callable[[int, dict[str, float]], None] | None = None  # e.g. writes results.json
     on_epoch_end: Sequence[Callable[[int, dict[str, float]], None]] = ()  # e.g. saves media
+    save_initial: bool = False  # a new run checkpoints its start as epoch 0: a kill in epoch 1 resumes
+
+    current_epoch: int = field(default=0, init=False)  # the epoch running now (for messages)
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
+        self.current_epoch = epoch
         start = time.perf_counter()
         metrics: dict[str, float] = {}
         steps = self.collection.steps_at(epoch)
@@ -196,10 +200,15 @@ class Trainer:
         return metrics
 
     def run(self) -> None:
+        if self.save_initial and self.start_epoch == 1:
+            self.save(0)
+            self.save_initial = False
         for epoch in tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
                           total=self.epochs, disable=not self.progress):
             self.run_epoch(epoch)
 
     def close(self) -> None:
-        for close in self.on_close:
+        """Runs the closers once (a second call does nothing)."""
+        closers, self.on_close = self.on_close, ()
+        for close in closers:
             close()

@@ -28,12 +28,16 @@ def _replace_atomic(path: Path, write: Callable[[BinaryIO], object], fsync: bool
     """Writes a temporary file next to ``path`` with ``write``, then ``os.replace``s it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as file:
-        write(file)
-        file.flush()
-        if fsync:
-            os.fsync(file.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as file:
+            write(file)
+            file.flush()
+            if fsync:
+                os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: the old file stays, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise
     if fsync:
         fsync_path(path.parent)
 

@@ -135,6 +135,17 @@ class EpisodeStore:
         self._index.rows(episode)  # range check
         return bool(self._index.finished[episode])
 
+    def returns(self) -> torch.Tensor:
+        """(num_finished,) float64: the sum of rewards of every finished episode, in episode order
+        (e.g. the test episodes of the latest evaluation, read back from the test store)."""
+        if self._num_rows <= PADDING_ROW + 1:
+            return torch.zeros(0, dtype=torch.float64)
+        columns = self.storage.get(slice(PADDING_ROW + 1, self._num_rows))
+        totals = torch.zeros(self.num_episodes, dtype=torch.float64)
+        totals.index_add_(0, columns.get(keys.EPISODE).long().reshape(-1),
+                          columns.get(keys.REWARD).double().reshape(-1))
+        return totals[self._index.finished]
+
     def episode(self, episode: int) -> TensorDictBase:
         """One whole episode as a TensorDict [length] with ``keys.STORE_KEYS`` (for replay / video)."""
         return self.storage.get(self._index.rows(episode))

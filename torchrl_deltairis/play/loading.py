@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from torchrl_deltairis.checkpoint import CheckpointError, read_torch_file
 from torchrl_deltairis.envs import env_config, resolve_atari_id
 from torchrl_deltairis.envs.atari import AtariConfig
 from torchrl_deltairis.envs.crafter import CrafterConfig
@@ -79,9 +80,9 @@ def _num_actions(state_dict: Mapping[str, torch.Tensor], where: str) -> int:
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], Mapping | None]:
     """The state_dict of a checkpoint file, and the config a parity fixture carries (else None)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and version errors all mean the same to the user
-        raise PlayError(f"cannot read the checkpoint {path}: {err}") from err
+        state = read_torch_file(path, "the checkpoint")
+    except CheckpointError as err:
+        raise PlayError(str(err)) from None
     if not isinstance(state, Mapping):
         raise PlayError(f"{path} holds a {type(state).__name__}, expected a state_dict")
     if isinstance(state.get("state_dict"), Mapping):

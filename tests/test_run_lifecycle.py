@@ -1,0 +1,113 @@
+"""One process per run folder, the CLI's one-line errors, SIGINT / SIGTERM, the environment's WANDB_MODE."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_deltairis.metrics import RunLogger
+from torchrl_deltairis.runlock import RunInUseError, RunLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_folder_in_use_is_refused_naming_its_process_and_a_killed_holder_does_not_block(tmp_path):
+    lock = RunLock(tmp_path)
+    with pytest.raises(RunInUseError, match=f"in use by process {os.getpid()} on "):
+        RunLock(tmp_path)
+    lock.release()
+    RunLock(tmp_path).release()  # free again
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from torchrl_deltairis.runlock import RunLock; "
+                               f"RunLock({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunInUseError, match=f"process {holder.pid} on"):
+        RunLock(tmp_path)
+    holder.kill()
+    holder.wait()
+    RunLock(tmp_path).release()  # the kernel dropped the killed process's lock
+
+
+def test_wandb_mode_from_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = RunLogger(tmp_path, wandb_cfg={"mode": "offline"})
+    assert logger.loggers == []  # no wandb logger although the config says offline
+    logger.close()
+
+
+def _cli(run_dir: Path, *overrides: str, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_SILENT": "true", **(env_extra or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "params=smoke", f"hydra.run.dir={run_dir}",
+                             "wandb.mode=disabled", *overrides], cwd=run_dir.parent, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_the_cli_answers_a_bad_value_in_one_line_and_exits_2(tmp_path):
+    proc = _cli(tmp_path / "run", "params.training.learning_rate=abc")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["error: params.training.learning_rate='abc'; expected a number > 0"], err
+    assert "Traceback" not in err
+
+
+def _wait_for(predicate, proc, timeout=300):
+    deadline = time.time() + timeout
+    while not predicate() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+
+
+def _steps(run_dir: Path) -> int:
+    commit = run_dir / "dataset" / "train" / "commit.json"
+    return json.loads(commit.read_text())["num_rows"] if commit.exists() else 0
+
+
+def _group_gone(pgid: int, timeout: float = 20) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_path):
+    """SIGINT to the trainer after its first checkpoint; then SIGTERM to `scripts/resume.sh` (which
+    `exec`s the trainer, so the signal reaches it): each stops within seconds with one line, no
+    worker is left, the lock is free and the checkpoint is there."""
+    run_dir = tmp_path / "run"
+    state = run_dir / "checkpoints" / "state.pt"
+    proc = _cli(run_dir)
+    _wait_for(state.exists, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    start = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - start < 30 and proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGINT during epoch ") and "scripts/resume.sh resumes it" in last, err[-3000:]
+    assert _group_gone(proc.pid)  # the env workers were shut down with it
+
+    resumed = subprocess.Popen(["bash", str(run_dir / "scripts" / "resume.sh")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "WANDB_SILENT": "true"})
+    epoch = int(torch.load(state, weights_only=True)["epoch"])
+    before = _steps(run_dir)
+    _wait_for(lambda: _steps(run_dir) > before, resumed)  # the resumed run is collecting
+    os.kill(resumed.pid, signal.SIGTERM)  # to the script's pid: the trainer itself, thanks to exec
+    _, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM during epoch "), err[-3000:]
+    assert _group_gone(resumed.pid)
+    assert int(torch.load(state, weights_only=True)["epoch"]) >= epoch
+    RunLock(run_dir).release()  # nobody holds the folder
