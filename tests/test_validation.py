@@ -67,6 +67,8 @@ def test_the_shipped_presets_validate():
      r"params.world_model.transformer_config.attn_pdrop=1; expected a number in \[0, 1\)"),
     ("params.world_model.transformer_config.max_blocks=3", r"params.world_model.transformer_config.max_blocks=3; "
      r"expected >= params.training.world_model.sequence_length = 8"),
+    ("params.actor_critic.loss=ppo params.training.actor_critic.grad_acc_steps=2",
+     r"params.training.actor_critic.grad_acc_steps=2 with several updates per imagined batch"),
     ("params.actor_critic.updates.num_minibatches=0",
      r"params.actor_critic.updates.num_minibatches=0; expected an integer >= 1"),
     ("params.actor_critic.loss={_target_:torchrl.objectives.DiscreteSACLoss,alpha:1}",
@@ -92,7 +94,7 @@ def test_the_shipped_presets_validate():
      r"path_to_checkpoint='/nonexistent.pt' is not a file"),
 ])
 def test_bad_values_fail_naming_the_key_and_the_expected_values(override, message):
-    cfg = _cfg("env=atari" if override.startswith("env.train") else "params.common.seed=0", override)
+    cfg = _cfg("env=atari" if override.startswith("env.train") else "params.common.seed=0", *override.split(" "))
     with pytest.raises(ValueError, match=message):
         validate_config(cfg)
 

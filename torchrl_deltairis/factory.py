@@ -92,7 +92,11 @@ def validate_config(cfg: DictConfig) -> None:
     resolve_device(cfg.params.common.device)
     if not isinstance(cfg.params.common.get("do_checkpoint", True), bool):
         raise ValueError(f"params.common.do_checkpoint={cfg.params.common.do_checkpoint!r}; expected true or false")
-    actor_critic_loss_config(cfg)
+    loss = resolve_loss(actor_critic_loss_config(cfg))
+    several = loss.mode == "off_policy" or (loss.epochs, loss.num_minibatches) != (1, 1)
+    if several and cfg.params.training.actor_critic.grad_acc_steps != 1:
+        raise ValueError(f"params.training.actor_critic.grad_acc_steps={cfg.params.training.actor_critic.grad_acc_steps}"
+                         " with several updates per imagined batch (params.actor_critic.updates); expected 1")
     for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
                  "collection.train.config.num_steps_first_epoch", "collection.test.num_envs",
                  "collection.test.config.num_episodes", "evaluation.every", "actor_critic.imagination_horizon"):
@@ -351,14 +355,18 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     if resolved.mode == "on_policy":
         estimator = loss.value_estimator if uses_value_estimator(loss, resolved) else None
 
-        def updates(data: TensorDictBase):
+        def prepare(segments: TensorDictBase) -> TensorDictBase:
+            data = dream(segments)
             if estimator is not None:
                 with torch.no_grad():  # advantages once per imagined batch, from the critic before the updates
                     data = estimator(data)
-            return minibatches(data, resolved.epochs, resolved.num_minibatches, generator)
+            return data
 
+        several = (resolved.epochs, resolved.num_minibatches) != (1, 1)  # else: one update per batch, grad_acc
+        updates = (lambda data: minibatches(data, resolved.epochs, resolved.num_minibatches, generator)) \
+            if several else None
         component = make_component(cfg, "actor_critic", actor_critic.model, store=store, counts=counts,
-                                   device=device, seed=seed, prepare=dream, updates=updates, **common)
+                                   device=device, seed=seed, prepare=prepare, updates=updates, **common)
     else:
         component = _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved,
                                           common)
