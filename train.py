@@ -21,6 +21,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from torchrl_deltairis.run import USER_ERRORS, Interrupted, build_trainer, disk_full_message, interrupted_message
 
@@ -56,7 +57,7 @@ def main(cfg: DictConfig) -> None:
         trainer.run()
     except Interrupted as stop:
         trainer.close()
-        print(interrupted_message(stop.signum, trainer, Path.cwd()), file=sys.stderr)
+        tqdm.write(interrupted_message(stop.signum, trainer, Path.cwd()), file=sys.stderr)  # on its own line
         sys.exit(128 + stop.signum)
     except USER_ERRORS as err:
         trainer.close()
@@ -68,7 +69,7 @@ def main(cfg: DictConfig) -> None:
         trainer.close()
         if err.errno != errno.ENOSPC or full_trace:
             raise
-        print(disk_full_message(err), file=sys.stderr)
+        tqdm.write(disk_full_message(err), file=sys.stderr)
         sys.exit(1)
     trainer.close()
 

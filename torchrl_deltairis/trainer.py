@@ -200,12 +200,15 @@ class Trainer:
         return metrics
 
     def run(self) -> None:
+        self.current_epoch = self.start_epoch
         if self.save_initial and self.start_epoch == 1:
             self.save(0)
             self.save_initial = False
-        for epoch in tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
-                          total=self.epochs, disable=not self.progress):
-            self.run_epoch(epoch)
+        # a context manager: an interruption closes the bar, so what is printed next starts a line
+        with tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
+                  total=self.epochs, disable=not self.progress) as epochs:
+            for epoch in epochs:
+                self.run_epoch(epoch)
 
     def close(self) -> None:
         """Runs the closers once (a second call does nothing)."""
