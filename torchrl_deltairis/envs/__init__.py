@@ -117,7 +117,10 @@ def make_batched_env(
             # inside a joblib (loky) worker, as under Hydra's joblib launcher: spawned env workers would
             # inherit the start method "loky", which plain multiprocessing cannot set up
             multiprocessing.set_start_method("spawn", force=True)
-        batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="spawn")
+        # forkserver: one server process imports torch, TorchRL and the env families once, then forks
+        # each worker from it (spawn would import them again in every worker: seconds each)
+        multiprocessing.set_forkserver_preload(["torchrl_deltairis.envs"])
+        batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="forkserver")
     else:
         batched = SerialEnv(num_envs, factory, device=device)
     env = TransformedEnv(batched, Compose(InitTracker(), StepCounter(), RewardSum()))
