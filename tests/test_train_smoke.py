@@ -1,4 +1,5 @@
-"""`python train.py params=smoke`: a whole run on CPU, its run folder, and resuming after a SIGKILL."""
+"""`python train.py params=smoke`: a whole run on CPU, its run folder, and resuming after a SIGKILL (the
+epochs and steps of the unkilled run; offline, its very metrics)."""
 
 import csv
 import json
@@ -64,9 +65,13 @@ def test_smoke_run_writes_every_artifact(tmp_path):
 
     # offline: a new run trains on this run's dataset, starting from its models, collecting nothing
     offline = tmp_path / "offline"
-    proc = _train(offline, f"params.collection.path_to_static_dataset={run_dir / 'dataset'}",
-                  f"params.initialization.path_to_checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
-                  "params.common.epochs=2")
+    offline_args = (f"params.collection.path_to_static_dataset={run_dir / 'dataset'}",
+                    f"params.initialization.path_to_checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                    "params.common.epochs=2")
+    killed = tmp_path / "killed"  # the same run, SIGKILLed after its first epoch, side by side
+    killed_proc = _train(killed, *offline_args)
+    proc = _train(offline, *offline_args)
+    _kill_after_checkpoint(killed_proc, killed, epoch=1, delay=0)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert _epochs(offline) == [1, 2] and not (offline / "dataset").exists()
@@ -77,6 +82,21 @@ def test_smoke_run_writes_every_artifact(tmp_path):
     assert rows[-1]["eval/world_model/loss_latents"] != "" and rows[-1]["actor_critic/loss_values"] != ""
     assert "collection/train/steps" not in rows[0]
     assert (offline / "media" / "videos" / "epoch_0002_imagination.gif").exists()
+
+    # resumed after the kill, it trains epoch 2 as the unkilled run did: the same non-timing metrics
+    # (a run on a static dataset: with envs, a resumed run's episodes start afresh)
+    assert _epochs(killed) == [1]
+    resumed = _resume(killed)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert _metrics(killed) == _metrics(offline)
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv without the timings (seconds, steps per second)."""
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [{k: v for k, v in row.items() if not k.endswith(("seconds", "per_second"))}
+                for row in csv.DictReader(file)]
 
 
 def _checkpoint_epoch(run_dir: Path) -> int:

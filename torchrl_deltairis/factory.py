@@ -44,6 +44,7 @@ from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSc
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 COMPONENTS = ("tokenizer", "world_model", "actor_critic")
+Generators = dict[str, torch.Generator]  # a run's named generators, saved in and restored from its checkpoints
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,8 +91,9 @@ def validate_config(cfg: DictConfig) -> None:
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
     resolve_device(cfg.params.common.device)
-    if not isinstance(cfg.params.common.get("do_checkpoint", True), bool):
-        raise ValueError(f"params.common.do_checkpoint={cfg.params.common.do_checkpoint!r}; expected true or false")
+    for flag in ("do_checkpoint", "deterministic"):
+        if not isinstance(cfg.params.common.get(flag, False), bool):
+            raise ValueError(f"params.common.{flag}={cfg.params.common[flag]!r}; expected true or false")
     loss = resolve_loss(actor_critic_loss_config(cfg))
     several = loss.mode == "off_policy" or (loss.epochs, loss.num_minibatches) != (1, 1)
     if several and cfg.params.training.actor_critic.grad_acc_steps != 1:
@@ -275,24 +277,30 @@ def learning_rate(cfg: DictConfig, name: str) -> float:
 
 
 def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts: EpisodeCounts,
-                        device: torch.device, seed: int) -> tuple[Callable[[], TensorDictBase], Callable]:
+                        device: torch.device, seed: int, generators: Generators | None = None,
+                        ) -> tuple[Callable[[], TensorDictBase], Callable]:
     """``params.training.<name>``'s segments (length, batch, priority): ``(sample, increment_counts)``,
-    ``sample()`` giving a batch [B, L] on ``device``."""
+    ``sample()`` giving a batch [B, L] on ``device``. The sampler's generator is registered in
+    ``generators`` as ``<name>/segments`` (the checkpoint saves it: a resumed run draws the batches
+    the unkilled one would)."""
     if name not in COMPONENTS:
         raise ValueError(f"unknown component {name!r}; valid: {list(COMPONENTS)}")
     t = cfg.params.training[name]
     sampler = SegmentSampler(store, counts, name, t.sequence_length, can_sample_beyond_end=name != "actor_critic",
                              alpha=t.priority_alpha, seed=seed + COMPONENTS.index(name))
+    if generators is not None:
+        generators[f"{name}/segments"] = sampler.generator
     buffer = make_segment_buffer(store, sampler, t.batch_num_samples)
     return (lambda: buffer.sample().to(device)), sampler.increment_counts
 
 
 def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
                    store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, *,
-                   trained: torch.nn.Module | None = None, source=None, **kwargs) -> Component:
+                   trained: torch.nn.Module | None = None, source=None, generators: Generators | None = None,
+                   **kwargs) -> Component:
     """A component sampling its own segments (``params.training.<name>``); the optimizer steps
     ``trained`` (default: ``module``), e.g. the network plus a loss's own head."""
-    sample, increment_counts = source or make_segment_source(cfg, name, store, counts, device, seed)
+    sample, increment_counts = source or make_segment_source(cfg, name, store, counts, device, seed, generators)
     t = cfg.params.training[name]
     kind = "adam" if name == "actor_critic" else "adamw"
     optimizer = make_optimizer(trained if trained is not None else module, lr=learning_rate(cfg, name),
@@ -325,12 +333,15 @@ class ActorCriticParts:
 
 def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore,
                                 counts: EpisodeCounts, device: torch.device, seed: int, *,
-                                trunk: ActorCriticTrunk | None = None) -> ActorCriticParts:
+                                trunk: ActorCriticTrunk | None = None,
+                                generators: Generators | None = None) -> ActorCriticParts:
     """Imagination from real segments, then the configured loss (``params.actor_critic.loss`` and
     ``updates``, the contract of ``objectives/actor_critic_loss.py``): on-policy, each imagined batch
     feeds ``epochs`` passes of row minibatches; off-policy, a stock ``Collector`` on the imagination
     env fills a stock replay buffer that the loss samples from. ``trunk``: the acting policy network
-    (the one the real collectors use), built here when not given."""
+    (the one the real collectors use), built here when not given. ``generators``: where the run
+    registers the component's generators (checkpointed), as ``make_segment_source``."""
+    generators = {} if generators is None else generators
     ac = cfg.params.actor_critic
     loss_cfg = actor_critic_loss_config(cfg)
     resolved = resolve_loss(loss_cfg)
@@ -351,7 +362,7 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
         return imagine(env, actor, actor_critic, context_of(segments), horizon, with_target=with_target)
 
     common = dict(trained=trained, after_update=targets.step if targets is not None else None, loss=MaskedLoss(loss))
-    generator = torch.Generator().manual_seed(seed + 100)
+    generator = generators["actor_critic/minibatches"] = torch.Generator().manual_seed(seed + 100)
     if resolved.mode == "on_policy":
         estimator = loss.value_estimator if uses_value_estimator(loss, resolved) else None
 
@@ -366,20 +377,23 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
         updates = (lambda data: minibatches(data, resolved.epochs, resolved.num_minibatches, generator)) \
             if several else None
         component = make_component(cfg, "actor_critic", actor_critic.model, store=store, counts=counts,
-                                   device=device, seed=seed, prepare=prepare, updates=updates, **common)
+                                   device=device, seed=seed, prepare=prepare, updates=updates,
+                                   generators=generators, **common)
     else:
         component = _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved,
-                                          common)
+                                          common, generators)
     return ActorCriticParts(component, trunk, dream, loss)
 
 
-def _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved, common):
+def _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved, common,
+                          generators):
     """A stock ``Collector`` on an ``ImaginationEnv`` of fixed batch, reset at every batch from real
     segments (``context_fn``, with the burned-in policy state), into a stock replay buffer."""
     from torchrl.collectors import Collector
     from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-    sample_segments, increment_counts = make_segment_source(cfg, "actor_critic", store, counts, device, seed)
+    sample_segments, increment_counts = make_segment_source(cfg, "actor_critic", store, counts, device, seed,
+                                                            generators)
     t, net = cfg.params.training.actor_critic, models.actor_critic.model
     rows, horizon = int(t.batch_num_samples), int(cfg.params.actor_critic.imagination_horizon)
 
@@ -393,6 +407,7 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
                          batch_size=[rows], context_fn=context_fn)
     env.set_seed(seed + 200)
+    generators["actor_critic/imagination"] = env.core.generator
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(int(cfg.params.actor_critic.updates.replay_capacity), device=device),
                                     batch_size=int(cfg.params.actor_critic.updates.replay_batch_size))
     collector: list = []  # built at the first update: its construction resets the env, which needs data
@@ -414,11 +429,13 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
 
 
 def make_model_components(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
-                          device: torch.device, seed: int) -> list[Component]:
-    """The tokenizer's and the world model's components (bf16 autocast, as the reference trains them)."""
+                          device: torch.device, seed: int, generators: Generators | None = None) -> list[Component]:
+    """The tokenizer's and the world model's components (bf16 autocast, as the reference trains them);
+    their samplers' generators go into ``generators`` (``make_segment_source``)."""
     bf16 = bool(cfg.params.training.get("bf16", True))
     tokenizer_loss = TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss)
     world_model_loss = WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)
-    return [make_component(cfg, "tokenizer", models.tokenizer, tokenizer_loss, store, counts, device, seed, bf16=bf16),
+    return [make_component(cfg, "tokenizer", models.tokenizer, tokenizer_loss, store, counts, device, seed,
+                           bf16=bf16, generators=generators),
             make_component(cfg, "world_model", models.world_model, world_model_loss, store, counts, device, seed,
-                           bf16=bf16)]
+                           bf16=bf16, generators=generators)]

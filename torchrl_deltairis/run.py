@@ -11,6 +11,7 @@ Run folder (Hydra's ``outputs/YYYY-MM-DD/hh-mm-ss``, the working directory of ``
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -34,6 +35,7 @@ from torchrl_deltairis.factory import (
     make_model_components,
     make_models,
     make_train_env,
+    Generators,
     resolve_device,
     static_dataset,
     validate_config,
@@ -65,6 +67,40 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def make_deterministic() -> None:
+    """Bit-identical reruns on CUDA (``params.common.deterministic``): deterministic kernels (an op
+    that has none warns, naming itself), no cuDNN autotuning, cuBLAS's fixed workspace."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def rng_state(generators: Generators) -> dict:
+    """Every random state of the trainer's process: torch's, numpy's and Python's global generators
+    and the run's own (segment samplers, minibatch order, imagination), so that a resumed run draws
+    what the unkilled one would. (Env workers are not included: a resumed run's envs start new
+    episodes.)"""
+    kind, words, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: weights-only loadable
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": kind, "words": torch.from_numpy(words.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "generators": {name: g.get_state() for name, g in generators.items()}}
+
+
+def set_rng_state(state, generators: Generators) -> None:
+    if isinstance(state, torch.Tensor):  # a checkpoint of an earlier version: torch's state only
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["words"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+    for name, g in generators.items():
+        if name in state["generators"]:
+            g.set_state(state["generators"][name])
 
 
 RESUME_CHOICES = (False, True, "auto")
@@ -211,6 +247,8 @@ def _build(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool, l
     if device.type == "cuda":  # TF32 matmuls and convolutions, as the reference
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if cfg.params.common.get("deterministic", False):
+        make_deterministic()
     config = OmegaConf.to_container(cfg, resolve=True)
     state = load_checkpoint(run_dir / "checkpoints", config) if should_resume(cfg, run_dir) else None
     logger = RunLogger(run_dir, wandb_cfg=OmegaConf.to_container(cfg.wandb, resolve=True),
@@ -243,8 +281,9 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
                                    epsilon=1.0)
         started[started.index(env.close)] = collector.shutdown  # it closes the env
     counts = EpisodeCounts()
-    components = make_model_components(cfg, models, store, counts, device, seed)
-    ac = make_actor_critic_component(cfg, models, store, counts, device, seed, trunk=trunk)
+    generators: Generators = {}
+    components = make_model_components(cfg, models, store, counts, device, seed, generators)
+    ac = make_actor_critic_component(cfg, models, store, counts, device, seed, trunk=trunk, generators=generators)
     components.append(ac.component)
     dream = ac.dream
     evaluate, test_collector, test_store = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
@@ -263,7 +302,7 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
         resume_state = {"epoch": epoch, "optimizers": {c.name: c.optimizer.state_dict() for c in components},
                         "counts": counts.state_dict(), "actor_critic_loss": ac.loss.state_dict(),
                         "excess_steps": collector.excess_steps if collector is not None else 0,
-                        "store_steps": store.num_steps, "rng": torch.get_rng_state()}
+                        "store_steps": store.num_steps, "rng": rng_state(generators)}
         save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config,
                         resumable=bool(cfg.params.common.do_checkpoint))
 
@@ -284,7 +323,7 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
             # the steps committed after this checkpoint belong to the interrupted epoch: they count
             # towards its collection, which goes on where it stopped (whole batches: the same total)
             collector.resumed_steps = store.num_steps - int(state.get("store_steps", store.num_steps))
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state["rng"], generators)
         start_epoch = int(state["epoch"]) + 1
     return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector,
                    policy=collector.policy if collector is not None else None,
