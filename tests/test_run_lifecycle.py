@@ -50,12 +50,20 @@ def _cli(run_dir: Path, *overrides: str, env_extra=None) -> subprocess.Popen:
 
 
 def test_the_cli_answers_a_bad_value_in_one_line_and_exits_2(tmp_path):
-    proc = _cli(tmp_path / "run", "params.training.learning_rate=abc")
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == ["error: params.training.learning_rate='abc'; expected a number > 0"], err
-    assert "Traceback" not in err
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint")
+    cases = {"params.training.learning_rate=abc": "error: params.training.learning_rate='abc'; expected a number > 0",
+             "params.world_model.transformer_config.max_blocks=3":
+                 "error: params.world_model.transformer_config.max_blocks=3; ",
+             f"params.initialization.path_to_checkpoint={notes}":
+                 f"error: params.initialization.path_to_checkpoint='{notes}' is not a "}
+    procs = {override: _cli(tmp_path / f"run{i}", override) for i, override in enumerate(cases)}
+    for override, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (override, err[-3000:])
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(cases[override]), (override, err[-3000:])
+        assert "Traceback" not in err
 
 
 def _wait_for(predicate, proc, timeout=300):
