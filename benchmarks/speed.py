@@ -42,9 +42,10 @@ import torch
 from tensordict import TensorDict
 
 try:  # benchmarks/ is on sys.path when this file runs as a script
+    import roofline
     import speed_imagination
 except ImportError:  # imported as benchmarks.speed
-    from benchmarks import speed_imagination
+    from benchmarks import roofline, speed_imagination
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
@@ -117,9 +118,10 @@ class TrainingStep:
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
         device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False,
-        tiny: bool = False) -> list[dict]:
+        tiny: bool = False, peaks: dict[str, float] | None = None) -> list[dict]:
     """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
-    step, so that a shared machine's load hits them alike."""
+    step, so that a shared machine's load hits them alike. ``peaks``: the matmul GFLOP/s per precision
+    (``roofline.matmul_peak``), for each row's GFLOP/s and share of it."""
     results = []
     for variant in variants:
         configs = _configs_for(variant, tiny)
@@ -132,16 +134,20 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
                     seconds = runner.timed(bf16=precision == "bf16")
                     if i >= warmup:
                         times[f].append(seconds)
+            flops = roofline.count_flops(lambda: next(iter(runners.values())).timed(bf16=precision == "bf16"))
             del runners
             ref = REFERENCE_SECONDS[(variant, step)][0 if precision == "fp32" else 1]
             name = f"{step}*" if precomputed_tokens and step == "world_model" else step
             for f in formats:
                 median = statistics.median(times[f])
-                results.append(dict(variant=variant, step=name, precision=precision, memory_format=f,
-                                    device=str(device), seconds_median=median, seconds_all=times[f],
-                                    reference_seconds_cpu=ref, speedup_vs_reference=ref / median))
+                row = dict(variant=variant, step=name, precision=precision, memory_format=f,
+                           device=str(device), seconds_median=median, seconds_all=times[f],
+                           reference_seconds_cpu=ref, speedup_vs_reference=ref / median)
+                if peaks:
+                    row = roofline.annotate(row, flops, median, peaks[precision])
+                results.append(row)
                 print(f"  {variant:8s} {name:12s} {precision:5s} {f:14s} {median:7.3f} s "
-                      f"(reference {ref:.2f} s)", flush=True)
+                      f"(reference {ref:.2f} s) {roofline.describe(row)}", flush=True)
     return results
 
 
@@ -179,11 +185,11 @@ def _configs_for(variant: str, tiny: bool = False):
 
 def format_table(results: list[dict]) -> str:
     lines = ["| variant | step | precision | memory format | ours (s) | reference, Part D (s) "
-             "| reference / ours |", "|---|---|---|---|---|---|---|"]
+             "| reference / ours | GFLOP/s (share of the matmul peak) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['variant']} | {r['step']} | {r['precision']} | {r['memory_format']} | "
                      f"{r['seconds_median']:.3f} | {r['reference_seconds_cpu']:.2f} | "
-                     f"{r['speedup_vs_reference']:.2f}× |")
+                     f"{r['speedup_vs_reference']:.2f}× | {roofline.describe(r)} |")
     return "\n".join(lines)
 
 
@@ -238,12 +244,14 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}{', tiny models' if args.tiny else ''}",
           flush=True)
+    peaks = {p: roofline.matmul_peak(device, p) for p in args.precisions}
+    print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
     results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
-                  args.repeats, args.wm_precomputed_tokens, args.tiny)
+                  args.repeats, args.wm_precomputed_tokens, args.tiny, peaks)
     batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
     ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
-                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny))
+                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny), peaks)
     if results:
         print(format_table(results))
     if ac_rows:

@@ -19,6 +19,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+try:  # benchmarks/ is on sys.path when this file runs as a script
+    import roofline
+except ImportError:  # imported as benchmarks.speed_imagination
+    from benchmarks import roofline
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.objectives.actor_critic_loss import (
@@ -135,8 +139,9 @@ def _median_times(fn, warmup: int, repeats: int) -> list[float]:
 
 
 def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
-        repeats: int, batches: list[int], configs_for) -> list[dict]:
-    """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs."""
+        repeats: int, batches: list[int], configs_for, peaks: dict[str, float] | None = None) -> list[dict]:
+    """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs;
+    ``peaks``: the matmul GFLOP/s per precision (each row gets its GFLOP/s and share of it)."""
     rows = []
     for variant in variants:
         torch.manual_seed(0)
@@ -147,10 +152,14 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 step = ActorCriticStep(models, variant, device)
                 seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
                 ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
-                rows.append(dict(variant=variant, step="actor_critic", precision=precision,
-                                 device=str(device), seconds_median=seconds, reference_seconds_cpu=ref))
+                row = dict(variant=variant, step="actor_critic", precision=precision,
+                           device=str(device), seconds_median=seconds, reference_seconds_cpu=ref)
+                if peaks:
+                    row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
+                                            peaks[precision])
+                rows.append(row)
                 print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
-                      f"({reference_note(variant, precision, ref, ' s')})", flush=True)
+                      f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe(row)}", flush=True)
             if "imagination" not in steps:
                 continue
             for batch in batches:
@@ -165,13 +174,16 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 n = batch * run_.horizon
                 ref = REFERENCE_IMAGINATION_STEPS_PER_S[(variant, precision)].get(batch)
                 note = reference_note(variant, precision, ref, " /s")
-                rows.append(dict(variant=variant, step="imagination", precision=precision, device=str(device),
-                                 batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
-                                 overhead_share=max(rollout - loop, 0.0) / rollout,
-                                 reference_steps_per_s_cpu=ref))
+                row = dict(variant=variant, step="imagination", precision=precision, device=str(device),
+                           batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
+                           overhead_share=max(rollout - loop, 0.0) / rollout, reference_steps_per_s_cpu=ref)
+                if peaks:  # per imagined step, at the rollout's rate
+                    flops = roofline.count_flops(lambda: run_.timed("loop", bf16)) / n
+                    row = roofline.annotate(row, flops, rollout / n, peaks[precision])
+                rows.append(row)
                 print(f"  {variant:8s} imagination  {precision:5s} B={batch:<5d} loop {n / loop:8.1f} /s, "
                       f"rollout {n / rollout:8.1f} /s, overhead {100 * rows[-1]['overhead_share']:4.1f} % "
-                      f"({note})", flush=True)
+                      f"({note}) {roofline.describe(row)}", flush=True)
     return rows
 
 
@@ -188,15 +200,17 @@ def format_table(rows: list[dict]) -> str:
         note = reference_note(r["variant"], r["precision"], value, "")
         return note.removeprefix("reference ")
 
-    lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead "
+             "| GFLOP/s (share of the matmul peak) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["step"] == "actor_critic":
             unit = " s" if r["reference_seconds_cpu"] else ""
             lines.append(f"| {r['variant']} | actor-critic step | {r['precision']} | "
-                         f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | |")
+                         f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | | "
+                         f"{roofline.describe(r)} |")
         else:
             lines.append(f"| {r['variant']} | imagination B={r['batch']} | {r['precision']} | "
                          f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
-                         f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % |")
+                         f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % | "
+                         f"{roofline.describe(r)} (per imagined step) |")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -19,6 +21,8 @@ if str(BENCH) not in sys.path:  # the scripts import each other as top-level mod
 
 import atari100k  # noqa: E402
 import crafter_benchmark as crafter  # noqa: E402
+import roofline  # noqa: E402
+import runtime  # noqa: E402
 import speed  # noqa: E402
 
 FAKE_TRAIN = '''
@@ -207,6 +211,61 @@ def test_speed_tiny_measures_writes_json_and_compares(tmp_path):
                                                            for p in ("fp32", "bf16")}
     assert all(r["tiny"] and r["device"] == "cpu" for r in rows)
     assert "4 rows compared" in speed.compare(rows, rows)
+    for r in rows:  # each row's work against this machine's matmul rate in its precision
+        assert r["gflop"] > 0 and r["peak_gflop_per_s"] > 0
+        assert r["gflop_per_s"] == pytest.approx(r["gflop"] / (r["seconds_median"] if "seconds_median" in r
+                                                               else 1 / r["steps_per_s_rollout"]))
+    assert "GFLOP/s = " in proc.stdout and "matmul peak: fp32 " in proc.stdout
+
+
+def test_flop_count_of_a_matmul_and_its_backward():
+    x = torch.randn(8, 16, requires_grad=True)
+    w = torch.randn(16, 4, requires_grad=True)
+    assert roofline.count_flops(lambda: (x @ w).sum().backward()) == 3 * 2 * 8 * 16 * 4  # forward + 2 grads
+    row = roofline.annotate({}, flops=2e9, seconds=0.5, peak=8.0)
+    assert (row["gflop_per_s"], row["share_of_peak"]) == (4.0, 0.5)
+    assert roofline.describe(row) == "2.00 GFLOP, 4 GFLOP/s = 50 % of 8"
+
+
+def _preset(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def test_runtime_projects_the_schedule_of_a_preset():
+    """The projection follows the preset's schedule: epoch 1's budgets, start_after_epochs, the stop of
+    collection, evaluation every N epochs and at the last."""
+    cfg = _preset(["env=atari", "params=atari"])
+    costs = runtime.Costs(collection_step=0.01, updates={"tokenizer": 1.0, "world_model": 2.0, "actor_critic": 3.0},
+                          test_episode_steps=500)
+    rows = runtime.project(cfg, costs)
+    p = cfg.params
+    assert len(rows) == p.common.epochs == 600
+    assert rows[0]["collection"] == pytest.approx(p.collection.train.config.num_steps_first_epoch * 0.01)
+    assert rows[1]["collection"] == pytest.approx(p.collection.train.config.num_steps * 0.01)
+    for name, cost in costs.updates.items():  # Atari: the components start after epochs 5, 50 and 75
+        start = p.training[name].start_after_epochs
+        assert start >= 5 and rows[start - 1][name] == 0
+        assert rows[start][name] == p.training[name].steps_per_epoch * cost
+    assert rows[p.collection.train.stop_after_epochs]["collection"] == 0  # the epoch after the last collection
+    evaluated = [i + 1 for i, r in enumerate(rows) if r["evaluation"]]
+    assert evaluated == [*range(p.evaluation.every, 601, p.evaluation.every)] + ([600] if 600 % p.evaluation.every else [])
+    test_steps = p.collection.test.config.num_episodes * 500
+    assert rows[evaluated[0] - 1]["evaluation"] == pytest.approx(
+        test_steps * 0.01 * p.collection.train.num_envs / p.collection.test.num_envs)
+    assert runtime.steady_epoch(cfg) == 76  # the actor-critic starts after epoch 75
+    text = runtime.table(rows, runtime.steady_epoch(cfg))
+    assert "| first epoch |" in text and "| steady epoch (76) |" in text and "| whole run (600 epochs) |" in text
+    assert runtime.run_name(cfg) == "Atari 100k Breakout"
+
+
+@pytest.mark.slow
+def test_runtime_measures_a_preset_and_prints_its_run_time():
+    proc = subprocess.run([sys.executable, str(BENCH / "runtime.py"), "params=smoke", "params.collection.train.num_envs=1",
+                           "--warmup", "0", "--repeats", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"per update: tokenizer [\d.]+ s, world_model [\d.]+ s, actor_critic [\d.]+ s", proc.stdout)
+    assert re.search(r"^Crafter on this machine: ~[\d.]+ (s|min|h)", proc.stdout, re.M), proc.stdout
 
 
 @pytest.mark.slow
