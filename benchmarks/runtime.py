@@ -1,0 +1,193 @@
+"""How long will my run take? Measures a preset's pieces on this machine and projects its whole schedule.
+
+    python benchmarks/runtime.py                                   # Crafter (the default preset)
+    python benchmarks/runtime.py env=atari params=atari env.train.id=Breakout
+    python benchmarks/runtime.py params=smoke --repeats 1          # the same overrides as train.py
+
+It builds the run exactly as ``train.py [overrides]`` would (in a temporary folder, deleted after),
+then times, after a warm-up, a few of each: real collection steps (the preset's ``num_envs`` env
+workers and the policy, from epoch 2's exploration on), and one update of the tokenizer, the world
+model and the actor-critic (imagination included) at the preset's batch sizes, precision and device.
+From these and the preset's schedule (``params.collection`` and ``params.training``: steps per epoch,
+first-epoch budgets, ``start_after_epochs``, ``stop_after_epochs``; evaluation every
+``params.evaluation.every`` epochs and at the last) it prints the time of the first epoch, of a
+steady epoch and of the whole run, split into collection, tokenizer, world model, actor-critic and
+evaluation, and one line: "<game> on this machine: ~N h".
+
+Evaluation is projected as its test episodes' env steps (``num_episodes`` × ``--test-episode-steps``,
+default 1,000: a trained agent's episodes are longer than the timed collection's) at the measured
+collection rate, times ``test.num_envs / train.num_envs`` workers' parallelism; the evaluation's
+losses, media and checkpoints are left out (seconds against hours). The projection assumes steady
+per-update costs: the store's growth and the episodes' lengths change little of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from torchrl_deltairis.run import build_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("collection", "tokenizer", "world_model", "actor_critic", "evaluation")
+
+
+@dataclasses.dataclass
+class Costs:
+    """Measured seconds: per real env step (all envs together / steps) and per update of each component."""
+
+    collection_step: float
+    updates: dict[str, float]
+    test_episode_steps: float
+
+
+def project(cfg: DictConfig, costs: Costs) -> list[dict[str, float]]:
+    """Seconds per part for every epoch of ``cfg``'s schedule (a list, epoch 1 first)."""
+    p = cfg.params
+    epochs = int(p.common.epochs)
+    col = p.collection.train
+    static = p.collection.get("path_to_static_dataset") is not None
+    test_steps = int(p.collection.test.config.num_episodes) * costs.test_episode_steps
+    parallel = max(int(p.collection.test.num_envs), 1) / max(int(col.num_envs), 1)
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = dict.fromkeys(PARTS, 0.0)
+        if not static and epoch <= int(col.stop_after_epochs):
+            steps = int(col.config.num_steps_first_epoch if epoch == 1 else col.config.num_steps)
+            row["collection"] = steps * costs.collection_step
+        for name in PARTS[1:4]:
+            t = p.training[name]
+            if epoch > int(t.start_after_epochs):
+                first = t.get("steps_first_epoch")
+                steps = int(first if epoch == 1 and first is not None else t.steps_per_epoch)
+                row[name] = steps * int(t.get("grad_acc_steps", 1)) * costs.updates[name]
+        if p.evaluation.should and not static and (epoch % int(p.evaluation.every) == 0 or epoch == epochs):
+            row["evaluation"] = test_steps * costs.collection_step / parallel
+        rows.append(row)
+    return rows
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 3600:.0f} h ({seconds / 86400:.1f} days)"
+
+
+def steady_epoch(cfg: DictConfig) -> int:
+    """The first epoch after epoch 1 in which every component trains (Atari: 76), within the run."""
+    start = max(int(cfg.params.training[name].start_after_epochs) for name in PARTS[1:4])
+    return min(max(start + 1, 2), int(cfg.params.common.epochs))
+
+
+def table(rows: list[dict[str, float]], steady_at: int = 2) -> str:
+    """Markdown: the first epoch, a steady epoch (``steady_at``: every component trains), the whole run."""
+    steady = rows[min(steady_at, len(rows)) - 1]
+    total = {k: sum(r[k] for r in rows) for k in PARTS}
+    lines = ["| | " + " | ".join(PARTS) + " | all |", "|---" * (len(PARTS) + 2) + "|"]
+    for label, row in (("first epoch", rows[0]), (f"steady epoch ({steady_at})", steady),
+                       (f"whole run ({len(rows)} epochs)", total)):
+        lines.append(f"| {label} | " + " | ".join(_hours(row[k]) for k in PARTS) + f" | {_hours(sum(row.values()))} |")
+    return "\n".join(lines)
+
+
+def run_name(cfg: DictConfig) -> str:
+    env = cfg.env.train
+    family = env.get("family", "crafter")
+    game = str(env.id).removesuffix("NoFrameskip-v4")
+    return "Crafter" if family == "crafter" else f"Atari 100k {game}" if family == "atari" else str(env.id)
+
+
+def measure(cfg: DictConfig, warmup: int, repeats: int, progress: bool = True) -> Costs:
+    """Builds the run in a temporary folder and times its pieces (see the module docstring)."""
+    folder = Path(tempfile.mkdtemp(prefix="deltairis-runtime-"))
+    trainer = build_trainer(cfg, folder, train_script=ROOT / "train.py", progress=progress)
+    try:
+        device = trainer.device
+        col = cfg.params.collection.train
+        batch = int(col.num_envs) * int(col.steps_per_batch)
+        trainer.policy.epsilon = float(col.config.epsilon)
+        trainer.collector.collect(batch * max(warmup, 1), desc="warm-up")  # data to sample from, too
+        start = time.perf_counter()
+        stats = trainer.collector.collect(batch * repeats, desc="timed collection")
+        collection_step = (time.perf_counter() - start) / max(stats.num_steps, 1)
+        updates = {}
+        for component in trainer.components:
+            original = component.schedule
+            component.schedule = dataclasses.replace(original, start_after_epochs=0, steps_first_epoch=None,
+                                                     steps_per_epoch=warmup)
+            if warmup:
+                component.train_epoch(2, device, progress)
+            component.schedule = dataclasses.replace(component.schedule, steps_per_epoch=repeats)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = component.train_epoch(2, device, progress)[f"{component.name}/seconds"]
+            updates[component.name] = seconds / (repeats * original.grad_acc_steps)
+            component.schedule = original
+        return Costs(collection_step, updates, test_episode_steps=1000.0)
+    finally:
+        trainer.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=["wandb.mode=disabled", *overrides])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed updates (and collector batches) first")
+    parser.add_argument("--repeats", type=int, default=2, help="timed updates per component and collector batches")
+    parser.add_argument("--test-episode-steps", type=float, default=None,
+                        help="assumed length of a test episode in agent steps (default 1000)")
+    parser.add_argument("--json", type=Path, default=None, help="write the costs and the projection here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error(f"--repeats={args.repeats} --warmup={args.warmup}; expected repeats >= 1 and warmup >= 0")
+    cfg = compose_config(args.overrides)
+    if cfg.params.collection.get("path_to_static_dataset") is not None:
+        parser.error("params.collection.path_to_static_dataset is set; runtime.py measures a run that collects")
+    costs = measure(cfg, args.warmup, args.repeats, progress=not args.quiet)
+    if args.test_episode_steps is not None:
+        costs.test_episode_steps = args.test_episode_steps
+    rows = project(cfg, costs)
+    total = sum(sum(r.values()) for r in rows)
+    device = build_device_name(cfg)
+    print(f"measured on {device}: {costs.collection_step * 1000:.2f} ms per env step; per update: "
+          + ", ".join(f"{k} {v:.3f} s" for k, v in costs.updates.items())
+          + f"; test episodes of {costs.test_episode_steps:.0f} steps")
+    print(table(rows, steady_epoch(cfg)))
+    print(f"{run_name(cfg)} on this machine: ~{_hours(total)}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(dict(overrides=args.overrides, device=device,
+                                             costs=dataclasses.asdict(costs), epochs=rows, total_seconds=total),
+                                        indent=2))
+
+
+def build_device_name(cfg: DictConfig) -> str:
+    from torchrl_deltairis.factory import resolve_device
+
+    device = resolve_device(cfg.params.common.device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
