@@ -45,6 +45,7 @@ _COMMON = {
     "params.common.device": (("cuda:0", "auto"), "the reference hard-codes cuda:0; auto takes a GPU when "
                              "there is one (SPEC C: devices come from config)"),
     "params.common.seed": ((None, 0), "the reference seeds from the clock; we seed everything (SPEC C.2)"),
+    "params.common.compile": ((ABSENT, False), "ours only: torch.compile of the convolutional parts (opt-in)"),
     "params.common.deterministic": ((ABSENT, False), "ours only: deterministic GPU kernels (bit-identical "
                                     "reruns on CUDA, slower); the CPU path is deterministic without it"),
     "wandb.mode": (("online", "offline"), "offline needs no network; wandb.mode=online streams as the reference"),

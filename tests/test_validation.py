@@ -43,6 +43,7 @@ def test_the_shipped_presets_validate():
     ("+params.actor_critic.updates.batch=3", r"params.actor_critic.updates.batch is not a key; expected one of"),
     ("params.common.do_checkpoint=maybe", r"params.common.do_checkpoint='maybe'; expected true or false"),
     ("params.common.deterministic=1", r"params.common.deterministic=1; expected true or false"),
+    ("params.common.compile=fast", r"params.common.compile='fast'; expected one of \[False, True, 'default', "),
     ("params.training.learning_rate=abc", r"params.training.learning_rate='abc'; expected a number > 0"),
     ("params.training.tokenizer.max_grad_norm=0", r"params.training.tokenizer.max_grad_norm=0; expected a number > 0"),
     ("params.training.world_model.priority_alpha=-1",

@@ -31,6 +31,7 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
     resolve_loss,
     uses_value_estimator,
 )
+from torchrl_deltairis.modules.models import COMPILE_MODES, compile_models, valid_compile_mode
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.reference import (
     DeltaIrisModels,
@@ -91,6 +92,8 @@ def validate_config(cfg: DictConfig) -> None:
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
     resolve_device(cfg.params.common.device)
+    if not valid_compile_mode(cfg.params.common.get("compile", False)):
+        raise ValueError(f"params.common.compile={cfg.params.common.compile!r}; expected one of {list(COMPILE_MODES)}")
     for flag in ("do_checkpoint", "deterministic"):
         if not isinstance(cfg.params.common.get(flag, False), bool):
             raise ValueError(f"params.common.{flag}={cfg.params.common[flag]!r}; expected true or false")
@@ -254,7 +257,7 @@ def make_collector(env: EnvBase, trunk: ActorCriticTrunk, store: EpisodeStore, c
 def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:
     """The three networks from ``params.{tokenizer,world_model,actor_critic}`` (the reference's layout)."""
     configs = configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=num_actions)
-    return DeltaIrisModels(configs).to(device)
+    return compile_models(DeltaIrisModels(configs).to(device), cfg.params.common.get("compile", False))
 
 
 def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:

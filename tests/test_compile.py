@@ -1,0 +1,155 @@
+"""The compiled path (`params.common.compile`, modules/models.py `compile_models`) gives eager's results:
+the same greedy imagined tokens, rewards and ends, frames within a level of rounding, and the same
+tokenizer, world-model and actor-critic losses and gradients (within 1e-5). The graphs are captured
+and differentiated as a run does (TorchDynamo + AOTAutograd, backend "aot_eager"); the tokenizer's
+step also goes through TorchInductor's generated CPU code (what `compile: true` runs), which alone
+takes a minute or two to compile on 2 cores, so the other checks skip the code generation."""
+
+import copy
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from conftest import small_models
+from torchrl_deltairis import keys
+from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
+from torchrl_deltairis.modules.models import COMPILED_PARTS, compile_models
+from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, build_actor_critic_loss
+from torchrl_deltairis.policy import make_actor, recurrent_state_spec
+
+pytestmark = pytest.mark.slow
+B, L, H = 4, 6, 5
+
+
+def _pair(backend: str):
+    """(eager, compiled) copies of the same small models (Atari's heads: scalar rewards and values)."""
+    torch._dynamo.reset()
+    eager = small_models("atari_small")
+    compiled = compile_models(copy.deepcopy(eager), True, backend=backend)
+    assert eager.state_dict().keys() == compiled.state_dict().keys()  # compiled in place: checkpoints unchanged
+    yield eager, compiled
+    torch._dynamo.reset()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    yield from _pair("aot_eager")
+
+
+@pytest.fixture
+def inductor_pair():
+    yield from _pair("inductor")
+
+
+def segments(models, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = models.configs.world_model.num_actions
+    return TensorDict(pixels=torch.randint(0, 256, (2, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+                      action=torch.randint(0, n, (2, L), generator=g),
+                      reward=torch.randint(-1, 2, (2, L), generator=g).float(),
+                      terminated=torch.zeros(2, L, dtype=torch.bool), mask_padding=torch.ones(2, L, dtype=torch.bool),
+                      batch_size=[2, L])
+
+
+def _loss_and_grads(loss_module, params, batch):
+    loss_module.train()
+    torch.manual_seed(0)  # the quantizer's revival draws from it
+    out = loss_module(batch)
+    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    return out, grads
+
+
+@pytest.mark.parametrize("name", ["tokenizer", "world_model"])
+def test_compiled_model_losses_and_gradients_equal_eager(pair, name):
+    _assert_same_model_loss(pair, name)
+
+
+def test_the_inductor_compiled_tokenizer_step_equals_eager(inductor_pair):
+    _assert_same_model_loss(inductor_pair, "tokenizer")
+
+
+def _assert_same_model_loss(pair, name):
+    results = []
+    for models in pair:
+        if name == "tokenizer":
+            loss, params = TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss), models.tokenizer
+        else:
+            loss = WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)
+            params = models.world_model
+        results.append(_loss_and_grads(loss, [p for p in params.parameters() if p.requires_grad], segments(models)))
+        params.eval()
+    (out_e, grads_e), (out_c, grads_c) = results
+    for key in out_e.keys():
+        if key.startswith("loss_"):
+            torch.testing.assert_close(out_c[key], out_e[key], rtol=1e-5, atol=1e-5, msg=key)
+    for ge, gc in zip(grads_e, grads_c, strict=True):
+        if ge is not None:
+            torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_greedy_imagination_picks_the_same_tokens(pair):
+    recorded = []
+    for models in pair:
+        tokens = []
+        embed = models.tokenizer.embed_tokens
+        models.tokenizer.embed_tokens = lambda t, embed=embed, tokens=tokens: tokens.append(t) or embed(t)
+        env = ImaginationEnv(models.tokenizer, models.world_model, sample=False)
+        g = torch.Generator().manual_seed(1)
+        n = models.configs.world_model.num_actions
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+                         action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
+        actions = torch.randint(0, n, (H, B), generator=g)
+        td = env.reset(TensorDict({keys.CONTEXT: ctx}, batch_size=[B])).exclude(keys.CONTEXT)
+        frames, rewards, ends = [], [], []
+        with torch.no_grad():
+            for t in range(H):
+                td = env.step(td.set(keys.ACTION, actions[t]))
+                frames.append(td[keys.NEXT_PIXELS])
+                rewards.append(td[keys.NEXT_REWARD])
+                ends.append(td[keys.NEXT_TERMINATED])
+                td = td["next"].clone()
+        del models.tokenizer.embed_tokens
+        recorded.append((torch.stack(tokens), torch.stack(frames), torch.stack(rewards), torch.stack(ends)))
+    (tok_e, fr_e, rew_e, end_e), (tok_c, fr_c, rew_c, end_c) = recorded
+    assert tok_e.shape[0] == H and torch.equal(tok_c, tok_e)
+    assert (fr_c.int() - fr_e.int()).abs().max() <= 1  # uint8 frames: a level of rounding at most
+    assert (fr_c != fr_e).float().mean() < 1e-3
+    torch.testing.assert_close(rew_c, rew_e, rtol=1e-5, atol=1e-5)
+    assert torch.equal(end_c, end_e)
+
+
+def test_compiled_actor_critic_loss_equals_eager(pair):
+    results = []
+    for models in pair:
+        spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim)
+        env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec)
+        env.set_seed(0)
+        loss = build_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(gamma=0.995, entropy_weight=0.002))
+        g = torch.Generator().manual_seed(2)
+        n = models.configs.world_model.num_actions
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+                         action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
+        torch.manual_seed(3)  # the policy's samples
+        rollout = imagine(env, make_actor(models.actor_critic.model), models.actor_critic, ctx, H)
+        out = loss(rollout)
+        total = sum(v for k, v in out.items() if k.startswith("loss_"))
+        params = list(models.actor_critic.model.parameters())
+        results.append((rollout, out, torch.autograd.grad(total, params, allow_unused=True)))
+    (roll_e, out_e, grads_e), (roll_c, out_c, grads_c) = results
+    assert torch.equal(roll_c[keys.ACTION], roll_e[keys.ACTION])  # the same imagined trajectories
+    for key in out_e.keys():
+        if key.startswith("loss_"):
+            torch.testing.assert_close(out_c[key], out_e[key], rtol=1e-5, atol=1e-5, msg=key)
+    for ge, gc in zip(grads_e, grads_c, strict=True):
+        if ge is not None:
+            torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compiled_parts_are_compiled_and_modes_are_checked(pair):
+    _, compiled = pair
+    assert all(compiled.get_submodule(path)._compiled_call_impl is not None for path in COMPILED_PARTS)
+    with pytest.raises(ValueError, match=r"params.common.compile='fast'; expected one of"):
+        compile_models(small_models("atari_small"), "fast")
