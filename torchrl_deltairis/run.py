@@ -28,6 +28,7 @@ from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
 from torchrl_deltairis.envs.atari import human_normalized_score
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
+    Generators,
     collection_schedule,
     initialize_models,
     make_actor_critic_component,
@@ -35,7 +36,6 @@ from torchrl_deltairis.factory import (
     make_model_components,
     make_models,
     make_train_env,
-    Generators,
     resolve_device,
     static_dataset,
     validate_config,
