@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU check (issue 12), one command on a CUDA machine, under 8 minutes in all (each step has a
-# time limit: 90 + 120 + 180 + 90 s):
+# The GPU check (issue 12), one command on a CUDA machine, under 10 minutes in all (each step has a
+# time limit: 90 + 120 + 180 + 90 + 120 s):
 #   1. the GPU-marked tests (pytest -m gpu),
 #   2. a 2-epoch smoke run with params.common.device=cuda (collection with the policy on the GPU at epoch 2),
 #   3. the memory task (env=recall params=recall) on CUDA, with its greedy test score,
-#   4. benchmarks/speed.py --device cuda (one repeat),
+#   4. benchmarks/speed.py --device cuda (one repeat; imagination at B = 1, 16, 64, 256, 1024),
+#   5. the compiled path's actor-critic and imagination rows in bf16 (speed.py --compile, default mode),
 # then a summary. Outputs go to $OUT (the device tool's folder) or ./gpu_check_out.
 # On the lent GPU machine (Python 3.12 with CUDA torch, no package index) first gather our other
 # dependencies here with `bash benchmarks/gpu_wheels.sh`, then carry .whl: this script installs them.
@@ -41,9 +42,11 @@ step smoke_cuda 120 python3 train.py params=smoke params.common.device=cuda para
 step recall_cuda 180 python3 train.py env=recall params=recall params.common.device=cuda \
     hydra.run.dir="$out/runs/recall" wandb.mode=disabled
 step speed_cuda 90 python3 benchmarks/speed.py --device cuda --repeats 1 --json "$out/speed_cuda.json"
+step speed_compiled 120 python3 benchmarks/speed.py --device cuda --compile --steps actor_critic imagination \
+    --precisions bf16 --repeats 1 --json "$out/speed_compiled.json"
 
 echo "=== summary"
-for name in gpu_tests smoke_cuda recall_cuda speed_cuda; do
+for name in gpu_tests smoke_cuda recall_cuda speed_cuda speed_compiled; do
     printf '%-12s rc=%-4s %4ss\n' "$name" "${rc[$name]}" "${secs[$name]}"
 done
 grep -E "passed|failed|skipped" "$out/gpu_tests.log" | tail -n 1
@@ -66,5 +69,5 @@ for run in ("smoke", "recall"):
 PY
 grep -E "^\|" "$out/speed_cuda.log" | head -n 40
 ok=0
-for name in gpu_tests smoke_cuda recall_cuda speed_cuda; do [ "${rc[$name]}" = 0 ] || ok=1; done
+for name in gpu_tests smoke_cuda recall_cuda speed_cuda speed_compiled; do [ "${rc[$name]}" = 0 ] || ok=1; done
 exit $ok

@@ -12,9 +12,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 def count_flops(work: Callable[[], object]) -> float:
     """Floating-point operations of one call of ``work`` (matmuls, convolutions, attention; forward
-    and backward), counted by ``FlopCounterMode`` on a run that is not timed."""
-    with FlopCounterMode(display=False) as counter:
-        work()
+    and backward), counted by ``FlopCounterMode`` on a run that is not timed; NaN where it cannot
+    count (the actor-critic step: see below)."""
+    try:
+        with FlopCounterMode(display=False) as counter:
+            work()
+    except RuntimeError:  # its module tracker trips over TensorDict parameters (the actor-critic losses)
+        return float("nan")
     return float(counter.get_total_flops())
 
 
@@ -49,7 +53,7 @@ def annotate(row: dict, flops: float, seconds: float, peak: float) -> dict:
 
 def describe(row: dict) -> str:
     """" 4.77 GFLOP, 166 GFLOP/s = 97 % of 171" for a printed line or a table cell."""
-    if "gflop_per_s" not in row:
+    if "gflop_per_s" not in row or row["gflop"] != row["gflop"]:  # absent or not countable (NaN)
         return ""
     return (f"{row['gflop']:.2f} GFLOP, {row['gflop_per_s']:.0f} GFLOP/s = "
             f"{100 * row['share_of_peak']:.0f} % of {row['peak_gflop_per_s']:.0f}")

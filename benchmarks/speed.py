@@ -5,6 +5,7 @@ the reference's (SPEC Part D).
     python benchmarks/speed.py --device cuda --steps imagination --json new.json --compare old.json
     python benchmarks/speed.py --load new.json --compare old.json   # compare two saved runs, measure nothing
     python benchmarks/speed.py --tiny --warmup 0 --repeats 1        # tiny models: checks the script in seconds
+    python benchmarks/speed.py --device cuda --compile --json compiled.json   # the compiled path's rows
 
 One invocation covers every component step (tokenizer, world model, actor-critic) and imagination
 throughput, in fp32 and bf16 autocast, on every device of ``--device`` (default: the CPU, and the GPU
@@ -46,6 +47,7 @@ try:  # benchmarks/ is on sys.path when this file runs as a script
     import speed_imagination
 except ImportError:  # imported as benchmarks.speed
     from benchmarks import roofline, speed_imagination
+from torchrl_deltairis.modules.models import compile_models
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
@@ -63,6 +65,7 @@ BATCH, MAX_GRAD_NORM, LR = 2, 10.0, 1e-4
 # channels_last puts the convolution weights (hence activations) in NHWC, which oneDNN / cuDNN prefer;
 # contiguous runs exactly the reference's layout and operations (a same-machine proxy for it).
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+COMPILED = "+compiled"  # the suffix of a step's name measured with --compile
 
 
 def synthetic_segments(num_actions: int, length: int, device: torch.device, seed: int = 0) -> TensorDict:
@@ -80,9 +83,10 @@ class TrainingStep:
     """One component's training step (loss + backward + clip + AdamW) on fixed synthetic data."""
 
     def __init__(self, configs, variant: str, step: str, memory_format: str, device: torch.device,
-                 precomputed_tokens: bool = False) -> None:
+                 precomputed_tokens: bool = False, compile: bool = False) -> None:
         torch.manual_seed(0)
         models = DeltaIrisModels(configs).to(device, memory_format=MEMORY_FORMATS[memory_format])
+        compile_models(models, compile)  # params.common.compile
         key = (variant, step)
         self.data = synthetic_segments(configs.tokenizer.num_actions, SEQUENCE_LENGTH[key], device)
         if step == "tokenizer":
@@ -118,7 +122,7 @@ class TrainingStep:
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
         device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False,
-        tiny: bool = False, peaks: dict[str, float] | None = None) -> list[dict]:
+        tiny: bool = False, peaks: dict[str, float] | None = None, compile: bool = False) -> list[dict]:
     """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
     step, so that a shared machine's load hits them alike. ``peaks``: the matmul GFLOP/s per precision
     (``roofline.matmul_peak``), for each row's GFLOP/s and share of it."""
@@ -126,7 +130,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     for variant in variants:
         configs = _configs_for(variant, tiny)
         for step, precision in itertools.product(steps, precisions):
-            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens)
+            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile)
                        for f in formats}
             times: dict[str, list[float]] = {f: [] for f in formats}
             for i in range(warmup + repeats):
@@ -138,6 +142,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
             del runners
             ref = REFERENCE_SECONDS[(variant, step)][0 if precision == "fp32" else 1]
             name = f"{step}*" if precomputed_tokens and step == "world_model" else step
+            name += COMPILED if compile else ""
             for f in formats:
                 median = statistics.median(times[f])
                 row = dict(variant=variant, step=name, precision=precision, memory_format=f,
@@ -248,10 +253,11 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
     results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
-                  args.repeats, args.wm_precomputed_tokens, args.tiny, peaks)
+                  args.repeats, args.wm_precomputed_tokens, args.tiny, peaks, args.compile)
     batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
     ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
-                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny), peaks)
+                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny), peaks,
+                                    args.compile)
     if results:
         print(format_table(results))
     if ac_rows:
@@ -279,6 +285,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="world model: tokens precomputed outside the step (not SPEC Part D's "
                              "definition; rows marked world_model*)")
     parser.add_argument("--tiny", action="store_true", help="tiny models: checks the script, measures nothing real")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the models' convolutional parts (params.common.compile=true); the "
+                             "rows' steps are named <step>+compiled and at least 2 warm-up steps absorb the "
+                             "compilation")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
     parser.add_argument("--compare", type=Path, default=None, metavar="OLD.json",
                         help="print each row's ratio to the same row of this saved --json file")
@@ -289,6 +299,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.compile:
+        args.warmup = max(args.warmup, 2)  # the first calls compile (a second shape or mode recompiles)
     torch.set_num_threads(args.threads)
     if args.load is not None:
         results = read_rows(args.load)

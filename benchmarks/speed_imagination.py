@@ -25,6 +25,7 @@ except ImportError:  # imported as benchmarks.speed_imagination
     from benchmarks import roofline
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
+from torchrl_deltairis.modules.models import compile_models
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
     build_actor_critic_loss,
@@ -139,20 +140,23 @@ def _median_times(fn, warmup: int, repeats: int) -> list[float]:
 
 
 def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
-        repeats: int, batches: list[int], configs_for, peaks: dict[str, float] | None = None) -> list[dict]:
+        repeats: int, batches: list[int], configs_for, peaks: dict[str, float] | None = None,
+        compile: bool = False) -> list[dict]:
     """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs;
-    ``peaks``: the matmul GFLOP/s per precision (each row gets its GFLOP/s and share of it)."""
+    ``peaks``: the matmul GFLOP/s per precision (each row gets its GFLOP/s and share of it);
+    ``compile``: the models' convolutional parts compiled (steps named ``<step>+compiled``)."""
+    suffix = "+compiled" if compile else ""
     rows = []
     for variant in variants:
         torch.manual_seed(0)
-        models = DeltaIrisModels(configs_for(variant)).to(device)
+        models = compile_models(DeltaIrisModels(configs_for(variant)).to(device), compile)
         for precision in precisions:
             bf16 = precision == "bf16"
             if "actor_critic" in steps:
                 step = ActorCriticStep(models, variant, device)
                 seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
                 ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
-                row = dict(variant=variant, step="actor_critic", precision=precision,
+                row = dict(variant=variant, step="actor_critic" + suffix, precision=precision,
                            device=str(device), seconds_median=seconds, reference_seconds_cpu=ref)
                 if peaks:
                     row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
@@ -174,7 +178,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 n = batch * run_.horizon
                 ref = REFERENCE_IMAGINATION_STEPS_PER_S[(variant, precision)].get(batch)
                 note = reference_note(variant, precision, ref, " /s")
-                row = dict(variant=variant, step="imagination", precision=precision, device=str(device),
+                row = dict(variant=variant, step="imagination" + suffix, precision=precision, device=str(device),
                            batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
                            overhead_share=max(rollout - loop, 0.0) / rollout, reference_steps_per_s_cpu=ref)
                 if peaks:  # per imagined step, at the rollout's rate
@@ -203,13 +207,14 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead "
              "| GFLOP/s (share of the matmul peak) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["step"] == "actor_critic":
+        compiled = ", compiled" if r["step"].endswith("+compiled") else ""
+        if r["step"].startswith("actor_critic"):
             unit = " s" if r["reference_seconds_cpu"] else ""
-            lines.append(f"| {r['variant']} | actor-critic step | {r['precision']} | "
+            lines.append(f"| {r['variant']} | actor-critic step{compiled} | {r['precision']} | "
                          f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | | "
                          f"{roofline.describe(r)} |")
         else:
-            lines.append(f"| {r['variant']} | imagination B={r['batch']} | {r['precision']} | "
+            lines.append(f"| {r['variant']} | imagination B={r['batch']}{compiled} | {r['precision']} | "
                          f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
                          f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % | "
                          f"{roofline.describe(r)} (per imagined step) |")
