@@ -1,5 +1,7 @@
-"""Shared fixtures: the small parity-fixture configs (tests/data) with seeded random weights."""
+"""Shared fixtures: the small parity-fixture configs (tests/data) with seeded random weights; a run
+folder's metrics without the timings."""
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,10 @@ def small_models(name: str = "crafter_small", seed: int = 0) -> DeltaIrisModels:
 @pytest.fixture(scope="module", params=["crafter_small", "atari_small"])
 def tiny_models(request) -> DeltaIrisModels:
     return small_models(request.param)
+
+
+def metrics_without_timings(run_dir: Path) -> list[dict[str, str]]:
+    """A run folder's metrics.csv rows without the timings (seconds, steps per second)."""
+    with open(run_dir / "metrics.csv", newline="") as file:
+        return [{k: v for k, v in row.items() if not k.endswith(("seconds", "per_second"))}
+                for row in csv.DictReader(file)]

@@ -2,7 +2,6 @@
 (Crafter, Atari, a gymnasium env) write identical stores and identical non-timing metrics, and
 another seed changes them. (A resumed run against an unkilled one: tests/test_train_smoke.py.)"""
 
-import csv
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import metrics_without_timings
 from torchrl_deltairis.data import EpisodeStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +37,6 @@ def _finish(*procs: subprocess.Popen) -> None:
         assert proc.returncode == 0, err[-3000:]
 
 
-def _metrics(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv without the timings (seconds, steps per second)."""
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return [{k: v for k, v in row.items() if not k.endswith(("seconds", "per_second"))}
-                for row in csv.DictReader(file)]
-
-
 def _assert_same_store(a: Path, b: Path) -> None:
     first, second = EpisodeStore(a), EpisodeStore(b)
     assert first.num_steps == second.num_steps > 0 and torch.equal(first.lengths, second.lengths), (first, second)
@@ -58,7 +51,7 @@ def _assert_same_store(a: Path, b: Path) -> None:
 def test_the_same_seed_gives_the_same_run(tmp_path, family):
     runs = [tmp_path / name for name in ("first", "second")]
     _finish(*[_train(run, *TINY, *FAMILIES[family]) for run in runs])  # side by side: 2 cores
-    first, second = (_metrics(run) for run in runs)
+    first, second = (metrics_without_timings(run) for run in runs)
     assert [row["epoch"] for row in first] == ["1", "2"]
     assert first[1]["actor_critic/loss_values"] not in ("", "nan")  # the whole agent trained
     assert first[1]["collection/test/return_mean"] != ""  # and was tested
@@ -69,4 +62,4 @@ def test_the_same_seed_gives_the_same_run(tmp_path, family):
     if family == "gym":  # and a seed changes the run
         other = tmp_path / "other"
         _finish(_train(other, *TINY, *FAMILIES[family], "params.common.seed=4", "params.common.epochs=1"))
-        assert _metrics(other)[0]["tokenizer/loss_reconstruction_l2"] != first[0]["tokenizer/loss_reconstruction_l2"]
+        assert metrics_without_timings(other)[0]["tokenizer/loss_reconstruction_l2"] != first[0]["tokenizer/loss_reconstruction_l2"]

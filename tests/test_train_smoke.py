@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import metrics_without_timings
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -89,14 +91,7 @@ def test_smoke_run_writes_every_artifact(tmp_path):
     resumed = _resume(killed)
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
-    assert _metrics(killed) == _metrics(offline)
-
-
-def _metrics(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv without the timings (seconds, steps per second)."""
-    with open(run_dir / "metrics.csv", newline="") as file:
-        return [{k: v for k, v in row.items() if not k.endswith(("seconds", "per_second"))}
-                for row in csv.DictReader(file)]
+    assert metrics_without_timings(killed) == metrics_without_timings(offline)
 
 
 def _checkpoint_epoch(run_dir: Path) -> int:
