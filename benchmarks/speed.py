@@ -24,10 +24,12 @@ the share of TorchRL/TensorDict overhead) are defined in ``benchmarks/speed_imag
 The reference figures were measured on the 2-thread CPU; compare them to
 CPU numbers only.
 
-Each configuration runs in two memory formats, which take turns step by step: ``contiguous`` executes
-exactly the reference's operations (a same-machine, same-load proxy for it) and ``channels_last`` stores
-the convolution weights NHWC. ``--wm-precomputed-tokens`` times the world-model step with its tokens
-given in the batch (rows ``world_model*``), i.e. without the tokenizer's encoder pass.
+The training steps run in each of ``--memory-formats`` (params.common.memory_format), which take turns
+step by step: ``auto`` (the presets' choice: NHWC activations, but NCHW under bf16 autocast on a CPU),
+``contiguous`` (the reference's NCHW layout) and ``channels_last``; imagination and the actor-critic
+step run in the first. ``--conv-batch-chunk`` (params.common.conv_batch_chunk, default auto: 16 images
+per convolution call on a CPU) applies to all. ``--wm-precomputed-tokens`` times the world-model step
+with its tokens given in the batch (rows ``world_model*``), i.e. without the tokenizer's encoder pass.
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ try:  # benchmarks/ is on sys.path when this file runs as a script
     import speed_imagination
 except ImportError:  # imported as benchmarks.speed
     from benchmarks import roofline, speed_imagination
-from torchrl_deltairis.modules.models import compile_models
+from torchrl_deltairis.modules.models import (
+    MEMORY_FORMATS,
+    Execution,
+    compile_models,
+    configure_execution,
+    resolve_execution,
+)
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
@@ -62,9 +70,6 @@ SEQUENCE_LENGTH = {("crafter", "tokenizer"): 21, ("crafter", "world_model"): 21,
 WEIGHT_DECAY = {("crafter", "tokenizer"): 0.01, ("crafter", "world_model"): 0.01,
                 ("atari", "tokenizer"): 0.0, ("atari", "world_model"): 0.01}
 BATCH, MAX_GRAD_NORM, LR = 2, 10.0, 1e-4
-# channels_last puts the convolution weights (hence activations) in NHWC, which oneDNN / cuDNN prefer;
-# contiguous runs exactly the reference's layout and operations (a same-machine proxy for it).
-MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 COMPILED = "+compiled"  # the suffix of a step's name measured with --compile
 
 
@@ -83,9 +88,10 @@ class TrainingStep:
     """One component's training step (loss + backward + clip + AdamW) on fixed synthetic data."""
 
     def __init__(self, configs, variant: str, step: str, memory_format: str, device: torch.device,
-                 precomputed_tokens: bool = False, compile: bool = False) -> None:
+                 precomputed_tokens: bool = False, compile: bool = False, conv_batch_chunk: int | None = None) -> None:
         torch.manual_seed(0)
-        models = DeltaIrisModels(configs).to(device, memory_format=MEMORY_FORMATS[memory_format])
+        models = configure_execution(DeltaIrisModels(configs).to(device),
+                                     Execution(memory_format=memory_format, conv_batch_chunk=conv_batch_chunk))
         compile_models(models, compile)  # params.common.compile
         key = (variant, step)
         self.data = synthetic_segments(configs.tokenizer.num_actions, SEQUENCE_LENGTH[key], device)
@@ -122,15 +128,17 @@ class TrainingStep:
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
         device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False,
-        tiny: bool = False, peaks: dict[str, float] | None = None, compile: bool = False) -> list[dict]:
+        tiny: bool = False, peaks: dict[str, float] | None = None, compile: bool = False,
+        conv_batch_chunk: int | None = None) -> list[dict]:
     """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
     step, so that a shared machine's load hits them alike. ``peaks``: the matmul GFLOP/s per precision
-    (``roofline.matmul_peak``), for each row's GFLOP/s and share of it."""
+    (``roofline.matmul_peak``), for each row's GFLOP/s and share of it; ``conv_batch_chunk``:
+    ``params.common.conv_batch_chunk``."""
     results = []
     for variant in variants:
         configs = _configs_for(variant, tiny)
         for step, precision in itertools.product(steps, precisions):
-            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile)
+            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile, conv_batch_chunk)
                        for f in formats}
             times: dict[str, list[float]] = {f: [] for f in formats}
             for i in range(warmup + repeats):
@@ -146,7 +154,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
             for f in formats:
                 median = statistics.median(times[f])
                 row = dict(variant=variant, step=name, precision=precision, memory_format=f,
-                           device=str(device), seconds_median=median, seconds_all=times[f],
+                           conv_batch_chunk=conv_batch_chunk, device=str(device), seconds_median=median, seconds_all=times[f],
                            reference_seconds_cpu=ref, speedup_vs_reference=ref / median)
                 if peaks:
                     row = roofline.annotate(row, flops, median, peaks[precision])
@@ -251,18 +259,28 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
           flush=True)
     peaks = {p: roofline.matmul_peak(device, p) for p in args.precisions}
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
+    chunk = resolve_execution(device, conv_batch_chunk=args.conv_batch_chunk).conv_batch_chunk
+    print(f"convolutions: {chunk or 'the whole batch'} images per call; imagination and actor-critic in "
+          f"{args.memory_formats[0]}", flush=True)
     model_steps = [s for s in args.steps if s in ("tokenizer", "world_model")]
     results = run(args.variants, model_steps, args.precisions, args.memory_formats, device, args.warmup,
-                  args.repeats, args.wm_precomputed_tokens, args.tiny, peaks, args.compile)
+                  args.repeats, args.wm_precomputed_tokens, args.tiny, peaks, args.compile, chunk)
     batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
+    execution = Execution(memory_format=args.memory_formats[0], conv_batch_chunk=chunk)
     ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
                                     args.repeats, batches, lambda variant: _configs_for(variant, args.tiny), peaks,
-                                    args.compile)
+                                    args.compile, execution)
     if results:
         print(format_table(results))
     if ac_rows:
         print(speed_imagination.format_table(ac_rows))
     return [{**row, "device_name": name, "tiny": args.tiny} for row in results + ac_rows]
+
+
+def _chunk(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return int(text)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -276,8 +294,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", nargs="+", type=int, default=None,
                         help="imagination batch sizes (default 1 16 64, plus 256 1024 on a GPU)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--memory-formats", nargs="+", default=["channels_last", "contiguous"],
-                        choices=list(MEMORY_FORMATS))
+    parser.add_argument("--memory-formats", nargs="+", default=["auto", "contiguous"],
+                        choices=list(MEMORY_FORMATS),
+                        help="the training steps run in each (taking turns); imagination and the actor-critic "
+                             "step in the first (params.common.memory_format)")
+    parser.add_argument("--conv-batch-chunk", type=_chunk, default="auto",
+                        help="images per convolution call (params.common.conv_batch_chunk): an int, none, "
+                             "or auto (16 on a CPU, the whole batch on a GPU)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")

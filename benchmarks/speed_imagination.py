@@ -25,7 +25,7 @@ except ImportError:  # imported as benchmarks.speed_imagination
     from benchmarks import roofline
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
-from torchrl_deltairis.modules.models import compile_models
+from torchrl_deltairis.modules.models import Execution, compile_models, configure_execution
 from torchrl_deltairis.objectives.actor_critic_loss import (
     ActorCriticLossConfig,
     build_actor_critic_loss,
@@ -62,10 +62,12 @@ def context(models: DeltaIrisModels, batch: int, device: torch.device, seed: int
 class ActorCriticStep:
     """One actor-critic training step on fixed synthetic contexts (reference objective)."""
 
-    def __init__(self, models: DeltaIrisModels, variant: str, device: torch.device) -> None:
+    def __init__(self, models: DeltaIrisModels, variant: str, device: torch.device,
+                 imagination_bf16: bool = False) -> None:
         self.models, self.device, self.horizon = models, device, HORIZON[variant]
         spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim, device=device)
-        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec)
+        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec,
+                                  autocast_dtype=torch.bfloat16 if imagination_bf16 else None)
         self.actor = make_actor(models.actor_critic.model)
         config = ActorCriticLossConfig(**TRAINING[variant])
         self.loss = build_actor_critic_loss(models.actor_critic, config)
@@ -139,31 +141,45 @@ def _median_times(fn, warmup: int, repeats: int) -> list[float]:
     return times[warmup:]
 
 
+# The actor-critic step's precisions: all fp32, all under bf16 autocast, and the presets' choice where
+# bf16 is native (params.training.imagination_bf16): the imagination env in bf16, the policy and loss fp32.
+BF16_IMAGINATION = "fp32+bf16_imagination"
+
+
+def _ac_precisions(precisions: list[str]) -> list[str]:
+    return precisions + ([BF16_IMAGINATION] if {"fp32", "bf16"} <= set(precisions) else [])
+
+
 def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
         repeats: int, batches: list[int], configs_for, peaks: dict[str, float] | None = None,
-        compile: bool = False) -> list[dict]:
+        compile: bool = False, execution: Execution | None = None) -> list[dict]:
     """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs;
     ``peaks``: the matmul GFLOP/s per precision (each row gets its GFLOP/s and share of it);
-    ``compile``: the models' convolutional parts compiled (steps named ``<step>+compiled``)."""
+    ``compile``: the models' convolutional parts compiled (steps named ``<step>+compiled``);
+    ``execution``: the memory format and convolution chunks (default: contiguous, whole batches)."""
     suffix = "+compiled" if compile else ""
+    execution = execution or Execution()
     rows = []
     for variant in variants:
         torch.manual_seed(0)
-        models = compile_models(DeltaIrisModels(configs_for(variant)).to(device), compile)
+        models = configure_execution(DeltaIrisModels(configs_for(variant)).to(device), execution)
+        models = compile_models(models, compile)
+        layout = dict(memory_format=execution.memory_format, conv_batch_chunk=execution.conv_batch_chunk)
+        for precision in _ac_precisions(precisions) if "actor_critic" in steps else []:
+            bf16 = precision == "bf16"
+            step = ActorCriticStep(models, variant, device, imagination_bf16=precision == BF16_IMAGINATION)
+            seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
+            ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
+            row = dict(variant=variant, step="actor_critic" + suffix, precision=precision, **layout,
+                       device=str(device), seconds_median=seconds, reference_seconds_cpu=ref)
+            if peaks:
+                row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
+                                        peaks["bf16" if precision != "fp32" else "fp32"])
+            rows.append(row)
+            print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
+                  f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe(row)}", flush=True)
         for precision in precisions:
             bf16 = precision == "bf16"
-            if "actor_critic" in steps:
-                step = ActorCriticStep(models, variant, device)
-                seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
-                ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
-                row = dict(variant=variant, step="actor_critic" + suffix, precision=precision,
-                           device=str(device), seconds_median=seconds, reference_seconds_cpu=ref)
-                if peaks:
-                    row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
-                                            peaks[precision])
-                rows.append(row)
-                print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
-                      f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe(row)}", flush=True)
             if "imagination" not in steps:
                 continue
             for batch in batches:
@@ -178,7 +194,8 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 n = batch * run_.horizon
                 ref = REFERENCE_IMAGINATION_STEPS_PER_S[(variant, precision)].get(batch)
                 note = reference_note(variant, precision, ref, " /s")
-                row = dict(variant=variant, step="imagination" + suffix, precision=precision, device=str(device),
+                row = dict(variant=variant, step="imagination" + suffix, precision=precision, **layout,
+                           device=str(device),
                            batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
                            overhead_share=max(rollout - loop, 0.0) / rollout, reference_steps_per_s_cpu=ref)
                 if peaks:  # per imagined step, at the rollout's rate

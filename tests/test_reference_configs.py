@@ -46,6 +46,10 @@ _COMMON = {
                              "there is one (SPEC C: devices come from config)"),
     "params.common.seed": ((None, 0), "the reference seeds from the clock; we seed everything (SPEC C.2)"),
     "params.common.compile": ((ABSENT, False), "ours only: torch.compile of the convolutional parts (opt-in)"),
+    "params.common.memory_format": ((ABSENT, "auto"), "ours only: NCHW or channels_last convolutions (same results)"),
+    "params.common.conv_batch_chunk": ((ABSENT, "auto"), "ours only: images per convolution call (same results)"),
+    "params.training.imagination_bf16": ((ABSENT, False), "ours only: opt-in bf16 convolutions in imagination "
+                                         "(tests/test_imagination_precision.py)"),
     "params.common.deterministic": ((ABSENT, False), "ours only: deterministic GPU kernels (bit-identical "
                                     "reruns on CUDA, slower); the CPU path is deterministic without it"),
     "wandb.mode": (("online", "offline"), "offline needs no network; wandb.mode=online streams as the reference"),

@@ -44,6 +44,12 @@ def test_the_shipped_presets_validate():
     ("params.common.do_checkpoint=maybe", r"params.common.do_checkpoint='maybe'; expected true or false"),
     ("params.common.deterministic=1", r"params.common.deterministic=1; expected true or false"),
     ("params.common.compile=fast", r"params.common.compile='fast'; expected one of \[False, True, 'default', "),
+    ("params.common.memory_format=nhwc", r"params.common.memory_format='nhwc'; expected one of \['auto', "
+     r"'contiguous', 'channels_last'\]"),
+    ("params.common.conv_batch_chunk=0", r"params.common.conv_batch_chunk=0; expected auto, null or a positive int"),
+    ("params.common.conv_batch_chunk=many", r"params.common.conv_batch_chunk='many'; expected auto, null or a "
+     r"positive int"),
+    ("params.training.imagination_bf16=auto", r"params.training.imagination_bf16='auto'; expected true or false"),
     ("params.training.learning_rate=abc", r"params.training.learning_rate='abc'; expected a number > 0"),
     ("params.training.tokenizer.max_grad_norm=0", r"params.training.tokenizer.max_grad_norm=0; expected a number > 0"),
     ("params.training.world_model.priority_alpha=-1",

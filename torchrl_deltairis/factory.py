@@ -31,7 +31,14 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
     resolve_loss,
     uses_value_estimator,
 )
-from torchrl_deltairis.modules.models import COMPILE_MODES, compile_models, valid_compile_mode
+from torchrl_deltairis.modules.models import (
+    COMPILE_MODES,
+    Execution,
+    compile_models,
+    configure_execution,
+    resolve_execution,
+    valid_compile_mode,
+)
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.reference import (
     DeltaIrisModels,
@@ -91,7 +98,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Every check that needs no env, model or file written: env ids and keys, device, choices, budgets,
     model shapes, paths. Called first, so that a bad override fails in a second, naming the key."""
     validate_env_configs(cfg)
-    resolve_device(cfg.params.common.device)
+    execution_of(cfg, resolve_device(cfg.params.common.device))
     if not valid_compile_mode(cfg.params.common.get("compile", False)):
         raise ValueError(f"params.common.compile={cfg.params.common.compile!r}; expected one of {list(COMPILE_MODES)}")
     for flag in ("do_checkpoint", "deterministic"):
@@ -254,10 +261,20 @@ def make_collector(env: EnvBase, trunk: ActorCriticTrunk, store: EpisodeStore, c
                             before_collect=burn)
 
 
+def execution_of(cfg: DictConfig, device: torch.device) -> Execution:
+    """``params.common.memory_format`` and ``conv_batch_chunk`` (each ``auto`` or absent resolved for
+    ``device``) and ``params.training.imagination_bf16`` (absent: false), by ``modules.models.resolve_execution``."""
+    return resolve_execution(device, cfg.params.common.get("memory_format", "auto"),
+                             cfg.params.common.get("conv_batch_chunk", "auto"),
+                             cfg.params.training.get("imagination_bf16", False))
+
+
 def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:
-    """The three networks from ``params.{tokenizer,world_model,actor_critic}`` (the reference's layout)."""
+    """The three networks from ``params.{tokenizer,world_model,actor_critic}`` (the reference's layout),
+    on ``device`` in the run's memory format and convolution chunks, compiled if asked."""
     configs = configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=num_actions)
-    return compile_models(DeltaIrisModels(configs).to(device), cfg.params.common.get("compile", False))
+    models = configure_execution(DeltaIrisModels(configs).to(device), execution_of(cfg, device))
+    return compile_models(models, cfg.params.common.get("compile", False))
 
 
 def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:
@@ -358,7 +375,9 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
            and all(p is not q for q in actor_critic.model.parameters())]
     trained = torch.nn.ModuleList([actor_critic.model, loss]) if own else None
     horizon = int(ac.imagination_horizon)
-    env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec)
+    autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
+    env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
+                         autocast_dtype=autocast_dtype)
     with_target = resolved.name in (None, "reinforce")
 
     def dream(segments: TensorDictBase) -> TensorDictBase:
@@ -407,8 +426,9 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
         h, c = burn_in(net, context.get(keys.PIXELS)[:, :-1])
         return context.update({keys.RECURRENT_STATE_H: h, keys.RECURRENT_STATE_C: c})
 
+    autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
-                         batch_size=[rows], context_fn=context_fn)
+                         batch_size=[rows], context_fn=context_fn, autocast_dtype=autocast_dtype)
     env.set_seed(seed + 200)
     generators["actor_critic/imagination"] = env.core.generator
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(int(cfg.params.actor_critic.updates.replay_capacity), device=device),

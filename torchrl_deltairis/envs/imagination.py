@@ -43,6 +43,7 @@ makes two rollouts of the same policy actions identical, whatever else uses torc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -86,11 +87,18 @@ class ImaginationCore(nn.Module):
         tokenizer, world_model: the trained models (run in eval mode, without gradients).
         sample: sample tokens, the reward class (sign head) and the end flag (training), or take the
             argmax (tests, parity). The two-hot reward is always the expectation, as in the reference.
+        autocast_dtype: None (the caller's autocast state, fp32 by default) or a dtype such as
+            ``torch.bfloat16``: each step's convolutions (decoding the next frame, embedding it for the
+            world model) run under autocast to it (``params.training.imagination_bf16``); the context's
+            burn-in and the transformer that picks tokens, rewards and ends keep the caller's precision,
+            so that near-tied logits are not flipped by rounding. Frames stay uint8, rewards fp32.
     """
 
-    def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True) -> None:
+    def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.tokenizer, self.world_model, self.sample = tokenizer, world_model, sample
+        self.autocast_dtype = autocast_dtype
         self.cache: KVCache | None = None
         self.generator: torch.Generator | None = None  # None: torch's global generator
         self._tail: torch.Tensor | None = None  # [B, n, E] embeddings fed before the next action
@@ -105,6 +113,11 @@ class ImaginationCore(nn.Module):
             self.cache = self.world_model.transformer.make_kv_cache(b, device=frames.device)
         self.cache.reset()
         return self.cache
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     @torch.no_grad()
     def reset(self, frames: torch.Tensor, actions: torch.Tensor) -> None:
@@ -150,8 +163,9 @@ class ImaginationCore(nn.Module):
             tokens.append(_pick(wm.head_latents.head_module(out), self.sample, self.generator))
         q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
         prev = functional.pixels_to_float(frame).unsqueeze(1)
-        next_frame = to_uint8_frames(self.tokenizer.decode(prev, action.unsqueeze(1), q))  # [B, 1, C, H, W]
-        frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
+        with self._autocast(frame.device):  # the convolutions: nearly all of the FLOPs
+            next_frame = to_uint8_frames(self.tokenizer.decode(prev, action.unsqueeze(1), q))  # [B, 1, C, H, W]
+            frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
         self._tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
         return next_frame[:, 0], reward, end
 
@@ -162,7 +176,7 @@ class ImaginationEnv(ModelBasedEnvBase):
 
     Args:
         tokenizer, world_model: the trained models; the env's device is that of their parameters.
-        sample: see :class:`ImaginationCore`.
+        sample, autocast_dtype: see :class:`ImaginationCore`.
         policy_state_spec: specs (unbatched) of policy-owned keys to carry between steps, e.g.
             :func:`torchrl_deltairis.policy.recurrent_state_spec`. ``reset`` takes them from the context
             (the burned-in state) or fills zeros.
@@ -175,10 +189,11 @@ class ImaginationEnv(ModelBasedEnvBase):
 
     def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
                  policy_state_spec: Composite | None = None, batch_size: torch.Size | tuple = (),
-                 context_fn: Callable[[], TensorDictBase] | None = None) -> None:
+                 context_fn: Callable[[], TensorDictBase] | None = None,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         device = next(world_model.parameters()).device
         batch = torch.Size(batch_size)
-        core = ImaginationCore(tokenizer, world_model, sample=sample)
+        core = ImaginationCore(tokenizer, world_model, sample=sample, autocast_dtype=autocast_dtype)
         super().__init__(core, device=device, batch_size=batch)
         self.context_fn = context_fn
         c = world_model.config

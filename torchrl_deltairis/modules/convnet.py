@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import einops
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-__all__ = ["FrameCnnConfig", "FrameEncoder", "FrameDecoder", "ResidualBlock", "Downsample", "Upsample"]
+__all__ = ["FrameCnnConfig", "FrameEncoder", "FrameDecoder", "ResidualBlock", "Downsample", "Upsample",
+           "upsample_nearest_2x"]
 
 
 @dataclass
@@ -79,6 +79,17 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def upsample_nearest_2x(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="nearest")`` for ``[N, C, H, W]``, bit for bit, as one
+    broadcast copy that keeps the memory format (NCHW or channels_last). On the CPU, ``interpolate``'s
+    nearest kernel on NCHW fp32 runs ~7× slower than this copy (benchmarks/speed.py, imagination)."""
+    n, c, h, w = x.shape
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+    nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, 2, w, 2, c)
+    return nhwc.reshape(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+
+
 class Upsample(nn.Module):
     """Doubles the resolution (nearest neighbour), then a 3×3 convolution."""
 
@@ -87,19 +98,55 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest_2x(x))
 
 
-def _apply_on_images(net: nn.Module, x: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Runs a 2-D network over ``[*lead, C, H, W]`` by folding the leading dims."""
+def _channels_last(memory_format: str, x: torch.Tensor) -> bool:
+    """Whether to run a network's activations NHWC: ``auto`` does, except under bf16 autocast on a CPU
+    (where oneDNN's NCHW bf16 kernels measured faster in training steps, benchmarks/speed.py)."""
+    if memory_format != "auto":
+        return memory_format == "channels_last"
+    cpu = x.device.type == "cpu"
+    return not (cpu and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
+def _apply_on_images(net: nn.Module, x: torch.Tensor, in_channels: int, chunk: int | None = None,
+                     memory_format: str = "contiguous") -> torch.Tensor:
+    """Runs a 2-D network over ``[*lead, C, H, W]`` by folding the leading dims; with ``chunk``, over
+    pieces of at most ``chunk`` images (exact: every layer treats each image on its own); with
+    ``memory_format`` channels_last (or auto, see :func:`_channels_last`), NHWC activations inside
+    (the weights keep their layout; the output is contiguous)."""
     assert x.ndim >= 4 and x.size(-3) == in_channels, (
         f"expected [..., {in_channels}, H, W], got {tuple(x.shape)}")
     flat, packed_shape = einops.pack([x], "* c h w")
-    (y,) = einops.unpack(net(flat), packed_shape, "* c h w")
+    nhwc = _channels_last(memory_format, flat)
+    if nhwc:
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    if chunk is None or flat.size(0) <= chunk:
+        out = net(flat)
+    else:
+        out = torch.cat([net(piece) for piece in flat.split(chunk)])
+    (y,) = einops.unpack(out.contiguous() if nhwc else out, packed_shape, "* c h w")
     return y
 
 
-class FrameEncoder(nn.Module):
+class _ImageNet(nn.Module):
+    """Base of the frame encoder and decoder, with two execution choices that change no result beyond
+    float rounding (set by :func:`torchrl_deltairis.modules.models.configure_execution` from
+    ``params.common``):
+
+    - ``batch_chunk`` (None: the whole batch at once): how many images go through the network together.
+      Activations of 64×64 images at 64 channels overflow a CPU's caches beyond ~16 images, so pieces
+      of 16 run faster there.
+    - ``memory_format``: contiguous (NCHW, the reference's), channels_last (NHWC activations, which
+      oneDNN and cuDNN convolve faster), or auto (channels_last but for bf16 autocast on a CPU).
+    """
+
+    batch_chunk: int | None = None
+    memory_format: str = "contiguous"
+
+
+class FrameEncoder(_ImageNet):
     """Frames ``[*lead, C, H, W]`` → latents ``[*lead, latent_dim, H / 2^d, W / 2^d]``."""
 
     def __init__(self, config: FrameCnnConfig) -> None:
@@ -118,10 +165,10 @@ class FrameEncoder(nn.Module):
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_on_images(self.encoder, x, self.config.image_channels)
+        return _apply_on_images(self.encoder, x, self.config.image_channels, self.batch_chunk, self.memory_format)
 
 
-class FrameDecoder(nn.Module):
+class FrameDecoder(_ImageNet):
     """Latents ``[*lead, latent_dim, h, w]`` → frames ``[*lead, C, h·2^d, w·2^d]`` (no output activation)."""
 
     def __init__(self, config: FrameCnnConfig) -> None:
@@ -143,4 +190,4 @@ class FrameDecoder(nn.Module):
         self.decoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_on_images(self.decoder, x, self.config.latent_dim)
+        return _apply_on_images(self.decoder, x, self.config.latent_dim, self.batch_chunk, self.memory_format)

@@ -14,14 +14,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from torchrl_deltairis.modules.convnet import FrameDecoder, FrameEncoder
 from torchrl_deltairis.modules.actor_critic import ActorCriticConfig, ActorCriticWithTarget
 from torchrl_deltairis.modules.tokenizer import Tokenizer, TokenizerConfig
 from torchrl_deltairis.modules.world_model import WorldModel, WorldModelConfig
 from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLossConfig
 from torchrl_deltairis.objectives.world_model_loss import WorldModelLossConfig
 
-__all__ = ["COMPILED_PARTS", "COMPILE_MODES", "DeltaIrisModels", "ModelConfigs", "compile_models",
-           "valid_compile_mode"]
+__all__ = ["COMPILED_PARTS", "COMPILE_MODES", "MEMORY_FORMATS", "DeltaIrisModels", "Execution", "ModelConfigs",
+           "compile_models", "configure_execution", "resolve_execution", "valid_compile_mode"]
 
 # The fixed-shape convolutional parts, where the FLOPs are (the tokenizer's decoder above all): compiled
 # in place, so the state-dict keys do not change. The transformer, whose KV cache grows step by step
@@ -73,4 +74,53 @@ def compile_models(models: DeltaIrisModels, mode: bool | str = True, backend: st
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for path in COMPILED_PARTS:
         models.get_submodule(path).compile(mode=None if mode in (True, "default") else mode, backend=backend)
+    return models
+
+
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+CPU_CONV_BATCH_CHUNK = 16  # images per convolution call on a CPU (see convnet._ImageNet)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the models run, chosen per device (``params.common.memory_format`` and ``conv_batch_chunk``,
+    ``params.training.imagination_bf16``; :func:`resolve_execution`). The first two
+    change what is computed by float rounding only; ``imagination_bf16`` (opt-in) decodes imagined frames
+    in bf16, which moves about half of their pixels by one level (tests/test_imagination_precision.py)."""
+
+    memory_format: str = "contiguous"
+    """the convolutions' activations: contiguous (the reference's NCHW), channels_last (NHWC) or auto
+    (channels_last but under bf16 autocast on a CPU, decided at each call: see convnet._ImageNet)"""
+    conv_batch_chunk: int | None = None
+    """images per convolution call (None: the whole batch at once)"""
+    imagination_bf16: bool = False
+    """bf16 autocast for the imagination env's convolutions (the transformer, the policy and every loss stay fp32)"""
+
+
+def resolve_execution(device: torch.device, memory_format: str = "auto", conv_batch_chunk: int | str | None = "auto",
+                      imagination_bf16: bool = False) -> Execution:
+    """The :class:`Execution` for ``device``: ``conv_batch_chunk`` auto becomes 16 images on a CPU and the
+    whole batch on a GPU, the fastest measured (benchmarks/speed.py); ``memory_format`` auto is decided
+    per call, by precision. Bad values raise naming the config key."""
+    device = torch.device(device)
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"params.common.memory_format={memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
+    if conv_batch_chunk != "auto" and conv_batch_chunk is not None and (
+            isinstance(conv_batch_chunk, bool) or not isinstance(conv_batch_chunk, int) or conv_batch_chunk < 1):
+        raise ValueError(f"params.common.conv_batch_chunk={conv_batch_chunk!r}; expected auto, null or a positive int")
+    if not isinstance(imagination_bf16, bool):
+        raise ValueError(f"params.training.imagination_bf16={imagination_bf16!r}; expected true or false")
+    return Execution(
+        memory_format=memory_format,
+        conv_batch_chunk=(CPU_CONV_BATCH_CHUNK if device.type == "cpu" else None) if conv_batch_chunk == "auto"
+        else conv_batch_chunk,
+        imagination_bf16=imagination_bf16)
+
+
+def configure_execution(models: nn.Module, execution: Execution) -> nn.Module:
+    """Sets ``execution``'s memory format and batch chunk on every frame encoder and decoder of
+    ``models``, in place (weights, their layout and the state dict are untouched)."""
+    for module in models.modules():
+        if isinstance(module, (FrameEncoder, FrameDecoder)):
+            module.batch_chunk, module.memory_format = execution.conv_batch_chunk, execution.memory_format
     return models
