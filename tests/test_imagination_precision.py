@@ -107,7 +107,10 @@ def test_the_actor_critic_loss_stays_within_stated_tolerances(fixture):
                               training["imagination_horizon"])
         out = ImaginationActorCriticLoss(models.actor_critic, config)(rollout)
         losses[dtype] = {k: out.get(k).item() for k in ("loss_actions", "loss_entropy", "loss_values")}
-    tolerance = {"loss_actions": 0.15, "loss_entropy": 0.01, "loss_values": 0.03}  # measured 0.08, 1e-4, 0.01
+    # loss_actions is a mean of log-probability times advantage (a λ-return minus a value: a small
+    # difference), so bf16 rounding moves it most, and by CPU: measured 0.08 on an AMD EPYC (AVX-512 bf16),
+    # 0.29 on an Intel Xeon with AMX (crafter_small); the entropy and value terms: 1e-4 and 0.01 on both
+    tolerance = {"loss_actions": 0.4, "loss_entropy": 0.01, "loss_values": 0.03}
     for name, rel in tolerance.items():
         ours, fp32 = losses[torch.bfloat16][name], losses[None][name]
         assert abs(ours - fp32) <= rel * abs(fp32), (name, ours, fp32)
