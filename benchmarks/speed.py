@@ -25,7 +25,7 @@ The reference figures were measured on the 2-thread CPU; compare them to
 CPU numbers only.
 
 The training steps run in each of ``--memory-formats`` (params.common.memory_format), which take turns
-step by step: ``auto`` (the presets' choice: NHWC activations, but NCHW under bf16 autocast on a CPU),
+step by step: ``auto`` (the presets' choice: NHWC activations, in fp32 and bf16),
 ``contiguous`` (the reference's NCHW layout) and ``channels_last``; imagination and the actor-critic
 step run in the first. ``--conv-batch-chunk`` (params.common.conv_batch_chunk, default auto: 16 images
 per convolution call on a CPU) applies to all. ``--wm-precomputed-tokens`` times the world-model step

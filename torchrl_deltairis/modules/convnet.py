@@ -46,16 +46,78 @@ class FrameCnnConfig:
         return int(sum(self.down))
 
 
+class _GroupNormChannelsLast(torch.autograd.Function):
+    """GroupNorm of an NHWC (channels_last) ``[N, C, H, W]`` tensor: ATen's forward, and a backward built
+    from fp32 reductions over the pixels (contiguous along channels) and two fused multiply-adds.
+    ATen's own channels_last backward on a CPU runs 3-30x slower than its NCHW one (bf16
+    [16, 64, 64, 64], 2 threads: 51 ms against 1.9 ms; ours ~12 ms), which made NHWC lose under bf16
+    autocast; this one made NHWC the faster layout there too (benchmarks/speed.py, tokenizer step)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups: int, eps: float):
+        n, c, h, w = x.shape
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, h * w, num_groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.num_groups = num_groups
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        g = ctx.num_groups
+        d, m = c // g, h * w * (c // g)
+        # [N, HW, C] views (the memory is NHWC). Sums run in fp32 over fp32 products (exact for bf16
+        # factors, and faster than rounding them to bf16); the elementwise work runs in x's dtype, on x
+        # centred by its (rounded) mean so that a large mean does not cancel there
+        x3 = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        dy3 = dy.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, h * w, c)
+        mean_c, rstd_c = mean.repeat_interleave(d, 1), rstd.repeat_interleave(d, 1)  # fp32 [N, C]
+        zero = dy3.new_zeros(1, 1, 1, dtype=torch.float32)
+        sum_dy = dy3.sum(1, dtype=torch.float32)
+        sum_dy_xhat = (torch.addcmul(zero, dy3, x3).sum(1) - mean_c * sum_dy) * rstd_c  # sum(dy * x_hat) [N, C]
+        grad_w = sum_dy_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_b = sum_dy.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        if not ctx.needs_input_grad[0]:
+            return None, grad_w, grad_b, None, None
+        # dx = rstd (w dy - mean_g(w dy) - x_hat mean_g(w dy x_hat)) = a dy + b (x - shift) + k
+        wf = weight.float()
+        mean_wdy = (sum_dy * wf).view(n, g, d).sum(-1) / m  # [N, G]
+        mean_wdy_xhat = (sum_dy_xhat * wf).view(n, g, d).sum(-1) / m
+        a = (rstd_c * wf)[:, None].to(x.dtype)
+        b = (-rstd * rstd * mean_wdy_xhat).repeat_interleave(d, 1)
+        shift = mean_c.to(x.dtype)[:, None]
+        k = (b * (shift[:, 0].float() - mean_c) - (rstd * mean_wdy).repeat_interleave(d, 1))[:, None].to(x.dtype)
+        dx = torch.addcmul(k, x3 - shift, b[:, None].to(x.dtype)).addcmul_(dy3, a)
+        return dx.view(n, h, w, c).permute(0, 3, 1, 2), grad_w, grad_b, None, None
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state-dict keys) whose backward stays fast on NHWC
+    (channels_last) activations; NCHW inputs take ``F.group_norm`` unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.affine and x.ndim == 4 and torch.is_grad_enabled() and x.requires_grad
+                and x.device.type == "cpu" and _is_nhwc(x)):
+            return _GroupNormChannelsLast.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+        return super().forward(x)
+
+
+def _is_nhwc(x: torch.Tensor) -> bool:
+    """Channels_last strides that NCHW strides do not also satisfy (1×1 images, one channel)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class ResidualBlock(nn.Module):
     """``skip(x) + f(x)`` with ``f`` = GN → SiLU → conv3×3 → GN → SiLU → conv3×3 (pre-activation)."""
 
     def __init__(self, in_channels: int, out_channels: int, num_groups: int = 32) -> None:
         super().__init__()
         self.f = nn.Sequential(
-            nn.GroupNorm(num_groups, in_channels),
+            GroupNorm(num_groups, in_channels),
             nn.SiLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.GroupNorm(num_groups, out_channels),
+            GroupNorm(num_groups, out_channels),
             nn.SiLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
         )
@@ -101,25 +163,22 @@ class Upsample(nn.Module):
         return self.conv(upsample_nearest_2x(x))
 
 
-def _channels_last(memory_format: str, x: torch.Tensor) -> bool:
-    """Whether to run a network's activations NHWC: ``auto`` does, except under bf16 autocast on a CPU
-    (where oneDNN's NCHW bf16 kernels measured faster in training steps, benchmarks/speed.py)."""
-    if memory_format != "auto":
-        return memory_format == "channels_last"
-    cpu = x.device.type == "cpu"
-    return not (cpu and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+def _channels_last(memory_format: str) -> bool:
+    """Whether to run a network's activations NHWC: ``auto`` does, in fp32 and under bf16 autocast alike
+    (oneDNN convolves NHWC faster in both; :class:`GroupNorm` keeps the backward fast there)."""
+    return memory_format in ("auto", "channels_last")
 
 
 def _apply_on_images(net: nn.Module, x: torch.Tensor, in_channels: int, chunk: int | None = None,
                      memory_format: str = "contiguous") -> torch.Tensor:
     """Runs a 2-D network over ``[*lead, C, H, W]`` by folding the leading dims; with ``chunk``, over
     pieces of at most ``chunk`` images (exact: every layer treats each image on its own); with
-    ``memory_format`` channels_last (or auto, see :func:`_channels_last`), NHWC activations inside
+    ``memory_format`` channels_last or auto, NHWC activations inside
     (the weights keep their layout; the output is contiguous)."""
     assert x.ndim >= 4 and x.size(-3) == in_channels, (
         f"expected [..., {in_channels}, H, W], got {tuple(x.shape)}")
     flat, packed_shape = einops.pack([x], "* c h w")
-    nhwc = _channels_last(memory_format, flat)
+    nhwc = _channels_last(memory_format)
     if nhwc:
         flat = flat.contiguous(memory_format=torch.channels_last)
     if chunk is None or flat.size(0) <= chunk:
@@ -139,7 +198,7 @@ class _ImageNet(nn.Module):
       Activations of 64×64 images at 64 channels overflow a CPU's caches beyond ~16 images, so pieces
       of 16 run faster there.
     - ``memory_format``: contiguous (NCHW, the reference's), channels_last (NHWC activations, which
-      oneDNN and cuDNN convolve faster), or auto (channels_last but for bf16 autocast on a CPU).
+      oneDNN and cuDNN convolve faster), or auto (channels_last: the fastest measured, fp32 and bf16).
     """
 
     batch_chunk: int | None = None
@@ -160,7 +219,7 @@ class FrameEncoder(_ImageNet):
             width = m * config.num_channels
             if d:
                 layers.append(Downsample(width))
-        layers += [nn.GroupNorm(g, width), nn.SiLU(inplace=True),
+        layers += [GroupNorm(g, width), nn.SiLU(inplace=True),
                    nn.Conv2d(width, config.latent_dim, 3, padding=1)]
         self.encoder = nn.Sequential(*layers)
 
@@ -185,7 +244,7 @@ class FrameDecoder(_ImageNet):
                 stages.append(Upsample(m * nc))
         stages.reverse()
         layers = [nn.Conv2d(config.latent_dim, config.mult[-1] * nc, 3, padding=1), *stages,
-                  nn.GroupNorm(g, nc), nn.SiLU(inplace=True),
+                  GroupNorm(g, nc), nn.SiLU(inplace=True),
                   nn.Conv2d(nc, config.image_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*layers)
 

@@ -90,7 +90,7 @@ class Execution:
 
     memory_format: str = "contiguous"
     """the convolutions' activations: contiguous (the reference's NCHW), channels_last (NHWC) or auto
-    (channels_last but under bf16 autocast on a CPU, decided at each call: see convnet._ImageNet)"""
+    (channels_last, the fastest measured on CPUs in fp32 and bf16: see convnet._ImageNet)"""
     conv_batch_chunk: int | None = None
     """images per convolution call (None: the whole batch at once)"""
     imagination_bf16: bool = False
@@ -100,8 +100,8 @@ class Execution:
 def resolve_execution(device: torch.device, memory_format: str = "auto", conv_batch_chunk: int | str | None = "auto",
                       imagination_bf16: bool = False) -> Execution:
     """The :class:`Execution` for ``device``: ``conv_batch_chunk`` auto becomes 16 images on a CPU and the
-    whole batch on a GPU, the fastest measured (benchmarks/speed.py); ``memory_format`` auto is decided
-    per call, by precision. Bad values raise naming the config key."""
+    whole batch on a GPU, the fastest measured (benchmarks/speed.py); ``memory_format`` auto runs NHWC
+    activations. Bad values raise naming the config key."""
     device = torch.device(device)
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"params.common.memory_format={memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
