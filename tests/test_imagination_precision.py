@@ -17,6 +17,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from test_parity import DATA
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import read_torch_file
+from torchrl_deltairis.modules.models import configure_execution, resolve_execution
 from torchrl_deltairis.envs.imagination import ImaginationCore, ImaginationEnv, imagine, to_uint8_frames
 from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
@@ -29,6 +30,7 @@ STEPS = 12
 def fixture(request):
     data = read_torch_file(str(DATA / f"{request.param}.pt"), "the parity fixture")
     models = load_reference_checkpoint(data["state_dict"], configs_from_reference(data["config"]))
+    configure_execution(models, resolve_execution("cpu"))  # as a run on a CPU does: NHWC, chunks of 16
     return models, data["inputs"]["observations"], data["inputs"]["actions"]
 
 

@@ -1,0 +1,124 @@
+"""How often greedy bf16 imagination picks the tokens fp32 imagination picks, on the parity fixtures
+(the reference's weights and contexts, tests/data), by which convolutions run in bf16.
+
+    python benchmarks/imagination_agreement.py                  # every scope, both fixtures, ~1 min on a CPU
+    python benchmarks/imagination_agreement.py --formats contiguous auto
+
+The measure is that of tests/test_imagination_precision.py: from every context of the fixtures'
+episodes, 12 imagined steps with random actions; before each step the bf16 core gets the fp32 core's
+KV cache and the fp32 frame, so that a step differs only by what bf16 changed within it and in the frame
+it decoded the step before; the share of the 4 greedy tokens of steps 2-12 that agree. The gate of
+issue 15 for bf16 imagination is 99 %.
+
+Scopes (which convolutions run under bf16 autocast in each imagined step):
+- ``all``: the decode (the tokenizer's frame CNN and decoder) and the world model's frame embedding,
+  which is what ``params.training.imagination_bf16`` does;
+- ``decode``: the decode only (the world model embeds the decoded frame in fp32);
+- ``decoder``: the tokenizer's decoder only;
+- ``frame_cnn``: the tokenizer's frame CNN only;
+- ``embedding``: the world model's frame embedding only (the frame is decoded in fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+import torch
+
+from torchrl_deltairis.checkpoint import read_torch_file
+from torchrl_deltairis.envs.imagination import ImaginationCore, to_uint8_frames
+from torchrl_deltairis.modules.models import configure_execution, resolve_execution
+from torchrl_deltairis.reference import configs_from_reference, load_reference_checkpoint
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+STEPS = 12
+SCOPES = {"all": ("tokenizer.frame_cnn", "tokenizer.decoder", "world_model.frame_cnn"),
+          "decode": ("tokenizer.frame_cnn", "tokenizer.decoder"),
+          "decoder": ("tokenizer.decoder",), "frame_cnn": ("tokenizer.frame_cnn",),
+          "embedding": ("world_model.frame_cnn",)}
+
+
+@contextlib.contextmanager
+def bf16_parts(models: torch.nn.Module, paths: tuple[str, ...]):
+    """Runs the modules at ``paths`` under bf16 autocast (fp32 outputs), the rest as it is."""
+    patched = []
+    for path in paths:
+        module = models.get_submodule(path)
+
+        def forward(*args, _inner=module.forward, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return _inner(*args, **kwargs).float()
+
+        module.forward = forward
+        patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _copy_history(dst: ImaginationCore, src: ImaginationCore) -> None:
+    for name in ("keys", "values", "length"):
+        getattr(dst.cache, name).copy_(getattr(src.cache, name))
+    dst.cache.size = src.cache.size
+
+
+def agreement(models, obs: torch.Tensor, act: torch.Tensor, paths: tuple[str, ...], seed: int = 0) -> float:
+    """Share of the greedy tokens of imagined steps 2-12 on which a core with ``paths`` in bf16 agrees
+    with an fp32 core given the same history (see the module docstring)."""
+    burn_in = models.configs.actor_critic_training["burn_in_length"]
+    fp32 = ImaginationCore(models.tokenizer, models.world_model, sample=False)
+    mixed = ImaginationCore(models.tokenizer, models.world_model, sample=False)
+    picked: list[torch.Tensor] = []
+    hook = models.world_model.head_latents.head_module.register_forward_hook(
+        lambda module, inputs, out: picked.append(out.float().argmax(-1)))
+    g = torch.Generator().manual_seed(seed)
+    same = total = 0
+    try:
+        for start in range(obs.size(1) - burn_in):  # every context of the fixture's episodes
+            context, actions = to_uint8_frames(obs[:, start:start + burn_in + 1]), act[:, start:start + burn_in]
+            fp32.reset(context, actions), mixed.reset(context, actions)
+            frame = context[:, -1]
+            for step in range(STEPS):
+                action = torch.randint(models.configs.world_model.num_actions, (obs.size(0),), generator=g)
+                _copy_history(mixed, fp32)
+                picked.clear()
+                next_frame, _, _ = fp32(frame, action)
+                ours = torch.stack(picked, dim=1)
+                picked.clear()
+                with bf16_parts(models, paths):
+                    mixed(frame, action)
+                if step:  # the first step's tokens see no bf16 frame yet
+                    same += (torch.stack(picked, dim=1) == ours).sum().item()
+                    total += ours.numel()
+                frame = next_frame
+    finally:
+        hook.remove()
+    return same / total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=list(SCOPES))
+    parser.add_argument("--formats", nargs="+", default=["auto"], choices=["auto", "contiguous", "channels_last"],
+                        help="params.common.memory_format of the convolutions")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print("| fixture | memory format | bf16 scope | same greedy tokens, steps 2-12 |\n|---|---|---|---|")
+    for name in ("crafter_small", "atari_small"):
+        data = read_torch_file(str(DATA / f"{name}.pt"), "the parity fixture")
+        models = load_reference_checkpoint(data["state_dict"], configs_from_reference(data["config"]))
+        obs, act = data["inputs"]["observations"], data["inputs"]["actions"]
+        for memory_format in args.formats:
+            configure_execution(models, resolve_execution("cpu", memory_format))
+            for scope in args.scopes:
+                share = agreement(models, obs, act, SCOPES[scope])
+                print(f"| {name} | {memory_format} | {scope} | {100 * share:.1f} % |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
