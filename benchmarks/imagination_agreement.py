@@ -11,8 +11,8 @@ it decoded the step before; the share of the 4 greedy tokens of steps 2-12 that 
 issue 15 for bf16 imagination is 99 %.
 
 Scopes (which convolutions run under bf16 autocast in each imagined step):
-- ``all``: the decode (the tokenizer's frame CNN and decoder) and the world model's frame embedding,
-  which is what ``params.training.imagination_bf16`` does;
+- ``option``: what ``params.training.imagination_bf16`` does (``ImaginationCore(autocast_dtype=bf16)``):
+  the decode (the tokenizer's frame CNN and decoder) and the world model's frame embedding;
 - ``decode``: the decode only (the world model embeds the decoded frame in fp32);
 - ``decoder``: the tokenizer's decoder only;
 - ``frame_cnn``: the tokenizer's frame CNN only;
@@ -34,7 +34,7 @@ from torchrl_deltairis.reference import configs_from_reference, load_reference_c
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 STEPS = 12
-SCOPES = {"all": ("tokenizer.frame_cnn", "tokenizer.decoder", "world_model.frame_cnn"),
+SCOPES = {"option": ("tokenizer.frame_cnn", "tokenizer.decoder", "world_model.frame_cnn"),  # the core's own autocast
           "decode": ("tokenizer.frame_cnn", "tokenizer.decoder"),
           "decoder": ("tokenizer.decoder",), "frame_cnn": ("tokenizer.frame_cnn",),
           "embedding": ("world_model.frame_cnn",)}
@@ -66,38 +66,46 @@ def _copy_history(dst: ImaginationCore, src: ImaginationCore) -> None:
     dst.cache.size = src.cache.size
 
 
-def agreement(models, obs: torch.Tensor, act: torch.Tensor, paths: tuple[str, ...], seed: int = 0) -> float:
-    """Share of the greedy tokens of imagined steps 2-12 on which a core with ``paths`` in bf16 agrees
-    with an fp32 core given the same history (see the module docstring)."""
+def teacher_forced(models, obs: torch.Tensor, act: torch.Tensor, scope: str = "option", seed: int = 0):
+    """Per imagined step and row, the greedy tokens of an fp32 core and of a core with ``scope`` in bf16
+    given the same history (see the module docstring), and the frames they decode: ``(tokens, frames)``,
+    dicts by ``"fp32"`` / ``"bf16"`` of ``[contexts, steps, B, K]`` and ``[contexts * steps, B, C, H, W]``."""
     burn_in = models.configs.actor_critic_training["burn_in_length"]
     fp32 = ImaginationCore(models.tokenizer, models.world_model, sample=False)
-    mixed = ImaginationCore(models.tokenizer, models.world_model, sample=False)
+    bf16 = ImaginationCore(models.tokenizer, models.world_model, sample=False,
+                           autocast_dtype=torch.bfloat16 if scope == "option" else None)
+    in_bf16 = contextlib.nullcontext if scope == "option" else lambda: bf16_parts(models, SCOPES[scope])
     picked: list[torch.Tensor] = []
     hook = models.world_model.head_latents.head_module.register_forward_hook(
         lambda module, inputs, out: picked.append(out.float().argmax(-1)))
     g = torch.Generator().manual_seed(seed)
-    same = total = 0
+    tokens, frames = {"fp32": [], "bf16": []}, {"fp32": [], "bf16": []}
     try:
         for start in range(obs.size(1) - burn_in):  # every context of the fixture's episodes
             context, actions = to_uint8_frames(obs[:, start:start + burn_in + 1]), act[:, start:start + burn_in]
-            fp32.reset(context, actions), mixed.reset(context, actions)
+            fp32.reset(context, actions), bf16.reset(context, actions)
             frame = context[:, -1]
-            for step in range(STEPS):
+            for _ in range(STEPS):
                 action = torch.randint(models.configs.world_model.num_actions, (obs.size(0),), generator=g)
-                _copy_history(mixed, fp32)
-                picked.clear()
-                next_frame, _, _ = fp32(frame, action)
-                ours = torch.stack(picked, dim=1)
-                picked.clear()
-                with bf16_parts(models, paths):
-                    mixed(frame, action)
-                if step:  # the first step's tokens see no bf16 frame yet
-                    same += (torch.stack(picked, dim=1) == ours).sum().item()
-                    total += ours.numel()
-                frame = next_frame
+                _copy_history(bf16, fp32)
+                for name, core, precision in (("fp32", fp32, contextlib.nullcontext), ("bf16", bf16, in_bf16)):
+                    picked.clear()
+                    with precision():
+                        next_frame, _, _ = core(frame, action)
+                    tokens[name].append(torch.stack(picked, dim=1))
+                    frames[name].append(next_frame)
+                frame = frames["fp32"][-1]
     finally:
         hook.remove()
-    return same / total
+    return ({k: torch.stack(v).unflatten(0, (-1, STEPS)) for k, v in tokens.items()},
+            {k: torch.stack(v) for k, v in frames.items()})
+
+
+def agreement(models, obs: torch.Tensor, act: torch.Tensor, scope: str = "option") -> float:
+    """Share of the greedy tokens of imagined steps 2-12 on which the bf16 core agrees with fp32's (the
+    first step's tokens see no bf16 frame yet)."""
+    tokens, _ = teacher_forced(models, obs, act, scope)
+    return (tokens["bf16"][:, 1:] == tokens["fp32"][:, 1:]).float().mean().item()
 
 
 def main() -> None:
@@ -116,7 +124,7 @@ def main() -> None:
         for memory_format in args.formats:
             configure_execution(models, resolve_execution("cpu", memory_format))
             for scope in args.scopes:
-                share = agreement(models, obs, act, SCOPES[scope])
+                share = agreement(models, obs, act, scope)
                 print(f"| {name} | {memory_format} | {scope} | {100 * share:.1f} % |", flush=True)
 
 

@@ -287,3 +287,20 @@ def test_atari100k_smoke_end_to_end(tmp_path):
     assert results["per_game"]["torchrl_deltairis"]["Pong"]["runs"] == 1
     again = subprocess.run(cmd + ["--no-aggregate"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "2 finished" in again.stdout and "[multirun" not in again.stdout
+
+
+def test_interleaved_refuses_a_folder_that_is_not_the_references_src_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "interleaved.py"), "--reference", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"error: --reference {tmp_path} is not the reference's src/ folder "
+                                                "(no models/world_model.py)"]
+
+
+@pytest.mark.parametrize("step", ["tokenizer", "imagination"])
+def test_profile_step_prints_the_operators_of_one_step(step):
+    cmd = [sys.executable, str(BENCH / "profile_step.py"), step, "--tiny", "--variant", "atari", "--batch", "2",
+           "--precision", "bf16", "--rows", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Self CPU time total" in proc.stdout and "aten::" in proc.stdout
