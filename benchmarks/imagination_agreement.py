@@ -16,7 +16,9 @@ Scopes (which convolutions run under bf16 autocast in each imagined step):
 - ``decode``: the decode only (the world model embeds the decoded frame in fp32);
 - ``decoder``: the tokenizer's decoder only;
 - ``frame_cnn``: the tokenizer's frame CNN only;
-- ``embedding``: the world model's frame embedding only (the frame is decoded in fp32).
+- ``embedding``: the world model's frame embedding only (the frame is decoded in fp32);
+- ``fp32_layout``: nothing in bf16, but the second core's convolutions in the other memory format (NCHW
+  if the models run NHWC, else NHWC): how much fp32's own rounding moves the tokens.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.envs.imagination import ImaginationCore, to_uint8_frames
+from torchrl_deltairis.modules.convnet import _ImageNet
 from torchrl_deltairis.modules.models import configure_execution, resolve_execution
 from torchrl_deltairis.reference import configs_from_reference, load_reference_checkpoint
 
@@ -37,7 +40,7 @@ STEPS = 12
 SCOPES = {"option": ("tokenizer.frame_cnn", "tokenizer.decoder", "world_model.frame_cnn"),  # the core's own autocast
           "decode": ("tokenizer.frame_cnn", "tokenizer.decoder"),
           "decoder": ("tokenizer.decoder",), "frame_cnn": ("tokenizer.frame_cnn",),
-          "embedding": ("world_model.frame_cnn",)}
+          "embedding": ("world_model.frame_cnn",), "fp32_layout": ()}
 
 
 @contextlib.contextmanager
@@ -60,6 +63,20 @@ def bf16_parts(models: torch.nn.Module, paths: tuple[str, ...]):
             del module.forward
 
 
+@contextlib.contextmanager
+def other_layout(models: torch.nn.Module):
+    """Runs every frame CNN in the other memory format: NCHW where it was NHWC (auto, channels_last)."""
+    nets = [m for m in models.modules() if isinstance(m, _ImageNet)]
+    before = [net.memory_format for net in nets]
+    for net in nets:
+        net.memory_format = "contiguous" if net.memory_format in ("auto", "channels_last") else "channels_last"
+    try:
+        yield
+    finally:
+        for net, memory_format in zip(nets, before):
+            net.memory_format = memory_format
+
+
 def _copy_history(dst: ImaginationCore, src: ImaginationCore) -> None:
     for name in ("keys", "values", "length"):
         getattr(dst.cache, name).copy_(getattr(src.cache, name))
@@ -74,7 +91,8 @@ def teacher_forced(models, obs: torch.Tensor, act: torch.Tensor, scope: str = "o
     fp32 = ImaginationCore(models.tokenizer, models.world_model, sample=False)
     bf16 = ImaginationCore(models.tokenizer, models.world_model, sample=False,
                            autocast_dtype=torch.bfloat16 if scope == "option" else None)
-    in_bf16 = contextlib.nullcontext if scope == "option" else lambda: bf16_parts(models, SCOPES[scope])
+    in_bf16 = {"option": contextlib.nullcontext, "fp32_layout": lambda: other_layout(models)}.get(
+        scope, lambda: bf16_parts(models, SCOPES[scope]))
     picked: list[torch.Tensor] = []
     hook = models.world_model.head_latents.head_module.register_forward_hook(
         lambda module, inputs, out: picked.append(out.float().argmax(-1)))
@@ -116,7 +134,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("| fixture | memory format | bf16 scope | same greedy tokens, steps 2-12 |\n|---|---|---|---|")
+    print("| fixture | memory format | scope | same greedy tokens, steps 2-12 |\n|---|---|---|---|")
     for name in ("crafter_small", "atari_small"):
         data = read_torch_file(str(DATA / f"{name}.pt"), "the parity fixture")
         models = load_reference_checkpoint(data["state_dict"], configs_from_reference(data["config"]))

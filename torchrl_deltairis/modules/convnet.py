@@ -66,9 +66,10 @@ def _nhwc_group_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
 class _GroupNormChannelsLast(torch.autograd.Function):
     """GroupNorm of an NHWC (channels_last) ``[N, C, H, W]`` tensor: ATen's forward, and a backward built
     from fp32 reductions over the pixels (contiguous along channels) and two fused multiply-adds.
-    ATen's own channels_last backward on a CPU runs 3-30x slower than its NCHW one (bf16
-    [16, 64, 64, 64], 2 threads: 51 ms against 1.9 ms; ours ~12 ms), which made NHWC lose under bf16
-    autocast; this one made NHWC the faster layout there too (benchmarks/speed.py, tokenizer step)."""
+    In bf16, ATen's own channels_last backward on a CPU runs 3-16x slower than its NCHW one
+    ([16, 64, 64, 64], 2 threads: 55 ms against 3.5 ms; ours 15 ms: ``benchmarks/group_norm.py``),
+    which made NHWC lose under bf16 autocast; with this one NHWC is the faster layout there too
+    (``benchmarks/speed.py``, tokenizer and world-model steps)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups: int, eps: float):
@@ -109,11 +110,13 @@ class _GroupNormChannelsLast(torch.autograd.Function):
 
 
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` (same parameters and state-dict keys) that stays fast on NHWC (channels_last)
-    activations on a CPU, forward and backward; NCHW inputs and other devices take ``F.group_norm``."""
+    """``nn.GroupNorm`` (same parameters and state-dict keys) that stays fast on bf16 / fp16 NHWC
+    (channels_last) activations on a CPU, forward and backward. Everything else takes ``F.group_norm``:
+    in fp32, ATen's NHWC backward is the faster one (``python benchmarks/group_norm.py``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.affine and x.ndim == 4 and x.device.type == "cpu" and _is_nhwc(x)):
+        if not (self.affine and x.ndim == 4 and x.device.type == "cpu"
+                and x.dtype in (torch.bfloat16, torch.float16) and _is_nhwc(x)):
             return super().forward(x)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return _GroupNormChannelsLast.apply(x, self.weight, self.bias, self.num_groups, self.eps)
