@@ -48,8 +48,8 @@ class FrameCnnConfig:
 
 
 # At most this many pixels per image, a bf16 NHWC GroupNorm runs faster through NCHW: ATen's CPU
-# channels_last forward is slow for few pixels and many channels ([16, 128, 16, 16]: 3.0 ms, against
-# 0.9 ms with both layout copies; at 32x32 and above it is the faster one)
+# channels_last forward is slow for few pixels and many channels ([16, 128, 16, 16]: 3.4 ms, against
+# 1.2 ms with both layout copies; at 32x32 and above it is the faster one: benchmarks/group_norm.py)
 _NCHW_DETOUR_MAX_PIXELS = 256
 
 
