@@ -44,7 +44,7 @@ def train(tmp_path, name: str) -> tuple[dict, list[tuple[int, float]]]:
 def test_the_agent_learns_reach(tmp_path):
     """The better of the last two evaluations (epochs 25 and 30) reaches 80 % of the optimum. The greedy
     policy still swings from one evaluation to the next at the end: three runs of this test that
-    differed only by float rounding (how the backward of GroupNorm and of the upsampling sum) gave
+    differed only by float rounding (how the backward of GroupNorm and of the upsampling summed) gave
     [.., 0.48, 0.61, 1.0], [.., 0.56, 0.86, 0.53] and [.., 0.27, 1.0, 0.86] (epochs 20, 25, 30), so the
     last evaluation alone is a coin toss."""
     results, curve = train(tmp_path, "reach")
