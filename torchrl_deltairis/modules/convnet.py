@@ -54,9 +54,10 @@ _NCHW_DETOUR_MAX_PIXELS = 256
 
 def _nhwc_group_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int,
                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ATen's GroupNorm forward ``(y, mean, rstd)`` of an NHWC ``x``, y NHWC."""
+    """ATen's GroupNorm forward ``(y, mean, rstd)`` of a bf16 / fp16 NHWC ``x`` (what :class:`GroupNorm`
+    sends here), y NHWC."""
     n, c, h, w = x.shape
-    if x.dtype in (torch.bfloat16, torch.float16) and h * w <= _NCHW_DETOUR_MAX_PIXELS:
+    if h * w <= _NCHW_DETOUR_MAX_PIXELS:
         y, mean, rstd = torch.native_group_norm(x.contiguous(), weight, bias, n, c, h * w, num_groups, eps)
         return y.contiguous(memory_format=torch.channels_last), mean, rstd
     return torch.native_group_norm(x, weight, bias, n, c, h * w, num_groups, eps)
