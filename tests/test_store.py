@@ -199,6 +199,34 @@ def test_capacity_is_sparse_on_disk(tmp_path):
     assert stat.st_blocks * 512 < 10 * 2**20  # a few pages actually used
 
 
+def test_rolling_back_a_reopened_store_writes_no_row(tmp_path):
+    """A resumed run reopens its stores, rolls the training store back to the checkpoint and clears
+    the test store before each evaluation: none of it may touch the rows beyond the data. (TorchRL's
+    ``loads`` copies the whole capacity onto itself for a reopened storage: a resumed smoke run wrote
+    its test store's 24 GB of zeros to disk, a resumed Crafter run would write 123 GB.) A small
+    capacity, so that a failure costs 250 MB of disk, not the capacity of a real run."""
+    store = EpisodeStore(tmp_path / "store", capacity=20_000)
+    store.add_batch(make_batch(torch.zeros(4, 8, dtype=torch.bool), seed=0))
+    kept = store.state_dict()
+    first = store.storage[1:33].clone()
+    store.add_batch(make_batch(torch.zeros(4, 8, dtype=torch.bool), seed=1))
+    pixels = tmp_path / "store" / "storage" / "pixels.memmap"
+    for step in ("reopen", "roll back", "write", "clear", "reopen", "clear"):
+        if step == "reopen":
+            store = EpisodeStore(tmp_path / "store")
+        elif step == "roll back":
+            store.load_state_dict(kept)
+            assert store.num_steps == 32 and (store.storage[1:33] == first).all()
+        elif step == "write":
+            store.add_batch(make_batch(torch.zeros(4, 8, dtype=torch.bool), seed=2))
+            assert store.num_steps == 64 and len(store.storage) == 65
+        else:
+            store.clear()
+            assert store.num_steps == 0 and len(store.storage) == 1
+        assert os.stat(pixels).st_blocks * 512 < 10 * 2**20, step  # the whole capacity: 246 MB
+    assert EpisodeStore(tmp_path / "store").num_steps == 0
+
+
 KILL_WRITER = textwrap.dedent(
     """
     import sys, torch

@@ -239,12 +239,20 @@ class EpisodeStore:
         self._rollback(num_rows)
 
     def _rollback(self, num_rows: int) -> None:
-        """The storage's length set to ``num_rows`` through TorchRL's public API: its checkpointer's
-        record, then ``loads`` (zero copy: ``scratch_dir`` is that same directory), the writer's cursor
-        through its ``load_state_dict``; then the index from the columns (memmap views, no frame read)."""
-        torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
-        write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
-        self.storage.loads(self._storage_dir)
+        """The storage's length set to ``num_rows``, the writer's cursor through its ``load_state_dict``,
+        then the index from the columns (memmap views, no frame read).
+
+        An unmapped storage (a reopen) maps the files through TorchRL's checkpointer: its record, then
+        ``loads`` (zero copy: ``scratch_dir`` is that same directory). A mapped one already views these
+        files, created in ``scratch_dir`` or reopened from it, so only its length changes: ``loads``
+        would copy every row of the capacity onto itself there (TorchRL skips the copy only for a
+        storage it created itself), writing a reopened store's whole capacity to disk."""
+        if self.storage.initialized:
+            self.storage._len = num_rows  # TorchRL has no public setter; its own loads sets this
+        else:
+            torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
+            write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
+            self.storage.loads(self._storage_dir)
         self._writer.load_state_dict({"_cursor": num_rows, "_write_count": num_rows})
         columns = self.storage.get(slice(PADDING_ROW + 1, num_rows))
         self._index = EpisodeIndex.from_columns(
