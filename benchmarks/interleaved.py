@@ -22,6 +22,9 @@ trajectories (burn-in 5, horizon 15 / 20) with the EMA update; imagination from 
 random-action steps at batch B, reset included. Ours runs as the presets do (``memory_format: auto``,
 ``conv_batch_chunk: auto``); bf16 rows run both under bf16 autocast (the reference's Crafter actor-critic
 and imagination fail there: those rows say so). Median of ``--repeats`` after ``--warmup``.
+``--compile`` times ours with ``params.common.compile: true`` (the models' convolutional parts through
+``torch.compile``; at least 2 warm-up turns absorb the compilation); the rows' work is named
+``<work>+compiled``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ try:  # benchmarks/ is on sys.path when this file runs as a script
     import speed_imagination
 except ImportError:  # imported as benchmarks.interleaved
     from benchmarks import speed, speed_imagination
-from torchrl_deltairis.modules.models import configure_execution, resolve_execution
+from torchrl_deltairis.modules.models import compile_models, configure_execution, resolve_execution
 from torchrl_deltairis.reference import DeltaIrisModels
 
 NUM_ACTIONS = {"crafter": 17, "atari": 4}
@@ -151,19 +154,20 @@ class Reference:
 class Ours:
     """Our steps on the same work, as speed.py builds them, in the presets' execution (auto)."""
 
-    def __init__(self, variant: str) -> None:
-        self.variant, self.device = variant, torch.device("cpu")
+    def __init__(self, variant: str, compile: bool = False) -> None:
+        self.variant, self.device, self.compile = variant, torch.device("cpu"), compile
         self.configs = speed._configs_for(variant)
         self.execution = resolve_execution(self.device)
         torch.manual_seed(0)
-        self.models = configure_execution(DeltaIrisModels(self.configs), self.execution)
+        self.models = compile_models(configure_execution(DeltaIrisModels(self.configs), self.execution), compile)
 
     def training_step(self, component: str):
         if component == "actor_critic":
             step = speed_imagination.ActorCriticStep(self.models, self.variant, self.device)
         else:
             step = speed.TrainingStep(self.configs, self.variant, component, self.execution.memory_format,
-                                      self.device, conv_batch_chunk=self.execution.conv_batch_chunk)
+                                      self.device, compile=self.compile,
+                                      conv_batch_chunk=self.execution.conv_batch_chunk)
         return step.timed
 
     def imagination(self, batch_size: int):
@@ -210,10 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with params.common.compile=true (rows <work>+compiled; warm-up at least 2)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON to this path")
     args = parser.parse_args(argv)
+    if args.compile:
+        args.warmup = max(args.warmup, 2)  # the first turns compile (a second grad or train mode recompiles)
     torch.set_num_threads(args.threads)
-    reference, ours = Reference(args.reference.resolve(), args.variant), Ours(args.variant)
+    reference, ours = Reference(args.reference.resolve(), args.variant), Ours(args.variant, args.compile)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
     print(f"{args.variant}: the reference ({args.reference}) and ours in turns, {args.threads} threads, "
@@ -230,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                 batch = 4 if work == "actor_critic" else 2
                 cases = [({}, reference.training_step(work, batch), ours.training_step(work))]
             for extra, ref_timed, our_timed in cases:
-                row = dict(variant=args.variant, work=work, precision=precision, **extra,
+                row = dict(variant=args.variant, work=work + ("+compiled" if args.compile else ""),
+                           precision=precision, **extra,
                            **interleave(ref_timed, our_timed, bf16, args.warmup, args.repeats))
                 if work == "imagination":  # imagined steps per second, reset included
                     n = row["batch"] * reference.horizon
