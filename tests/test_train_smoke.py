@@ -169,9 +169,12 @@ def test_sigkill_at_several_points_then_resume_keeps_every_step_and_finishes(tmp
                 "collection/test/return_mean"):
         assert rows[-1][key] not in ("", "nan"), key
 
-    # `params.common.resume=auto` on a finished run does no work and leaves its results alone
-    before = (run_dir / "results.json").stat().st_mtime_ns
+    # `params.common.resume=auto` on a finished run does no work and leaves its results alone: it does
+    # not even reopen the stores (which rewrites their TorchRL records) or start env processes
+    untouched = [run_dir / "results.json", *(run_dir / "dataset").glob("*/storage/storage_metadata.json")]
+    before = [path.stat().st_mtime_ns for path in untouched]
     again = _resume(run_dir, "params.common.resume=auto")
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]
-    assert _epochs(run_dir) == [1, 2, 3] and (run_dir / "results.json").stat().st_mtime_ns == before
+    assert _epochs(run_dir) == [1, 2, 3] and len(untouched) == 3
+    assert [path.stat().st_mtime_ns for path in untouched] == before

@@ -257,6 +257,12 @@ def _build(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool, l
     seed_everything(int(cfg.params.common.seed))
     write_run_files(cfg, run_dir, train_script)
     started = [lock.release, logger.close]
+    if state is not None and int(state["epoch"]) >= int(cfg.params.common.epochs):
+        # a finished run (a re-launched sweep, resume=auto): no env process, store or model to build
+        return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=None, policy=None,
+                       collection=collection_schedule(cfg), components=(), logger=logger,
+                       save=lambda epoch: None, start_epoch=int(state["epoch"]) + 1, progress=progress,
+                       on_close=tuple(reversed(started)))
     try:
         return _assemble(cfg, run_dir, device, config, state, logger, started, progress)
     except BaseException:

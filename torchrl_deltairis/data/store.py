@@ -248,7 +248,8 @@ class EpisodeStore:
         would copy every row of the capacity onto itself there (TorchRL skips the copy only for a
         storage it created itself), writing a reopened store's whole capacity to disk."""
         if self.storage.initialized:
-            self.storage._len = num_rows  # TorchRL has no public setter; its own loads sets this
+            self.storage._len = num_rows  # what TorchRL's loads sets (it has no public setter), and
+            self.storage._bump_mutation_revision()  # the cache invalidation that loads does
         else:
             torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
             write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
