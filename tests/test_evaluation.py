@@ -59,3 +59,48 @@ def test_eval_losses_and_reconstruction_image(tmp_path):
     assert path.name == "epoch_0007.png" and image.shape == (2 * 3 * 64, 4 * 64, 3)
     assert np.array_equal(image[:64, :64], segments["pixels"][0, 0].permute(1, 2, 0).numpy())  # real frame
     assert np.array_equal(image[64:128, :64], image[:64, :64])  # the first reconstruction is the true frame
+
+
+def test_a_run_evaluates_with_the_evaluation_sections_batch_size_and_start(tmp_path, monkeypatch):
+    """As the reference's eval_agent: ``params.evaluation.<component>.batch_num_samples`` and
+    ``start_after_epochs`` (by default those of training, by interpolation) decide the evaluation,
+    the training section only its sequence length."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    import torchrl_deltairis.run as run
+    from torchrl_deltairis.factory import make_models
+
+    root = Path(__file__).resolve().parents[1]
+    for split in ("train", "test"):
+        store = EpisodeStore(tmp_path / "dataset" / split, capacity=100)
+        for length in (7, 5):
+            ends = torch.zeros(length, 1, dtype=torch.bool)
+            ends[-1] = True
+            store.add_batch(TensorDict({"pixels": torch.randint(0, 256, (length, 3, 32, 32), dtype=torch.uint8),
+                                        "action": torch.arange(length) % 2, ("next", "reward"): torch.zeros(length, 1),
+                                        ("next", "terminated"): ends, ("next", "truncated"): torch.zeros_like(ends)},
+                                       [length]))
+    with initialize_config_dir(config_dir=str(root / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "env=recall", "params=recall", "params.common.device=cpu",
+            f"params.collection.path_to_static_dataset={tmp_path / 'dataset'}",
+            "params.evaluation.tokenizer.batch_num_samples=5", "params.evaluation.tokenizer.save_reconstructions=false",
+            "params.evaluation.world_model.start_after_epochs=0", "params.training.world_model.start_after_epochs=10",
+            "params.evaluation.world_model.batch_num_samples=3"])
+    seen = []
+
+    def traverse(store, sequence_length, batch_size):
+        seen.append((sequence_length, batch_size))
+        return traverse_segments(store, sequence_length, batch_size)
+
+    monkeypatch.setattr(run, "traverse_segments", traverse)
+    models = make_models(cfg, 2, torch.device("cpu"))
+    evaluate, collector, _ = run.make_evaluate(cfg, tmp_path / "run", models, None, None, torch.device("cpu"), 0)
+    assert collector is None
+    metrics = evaluate(epoch=cfg.params.evaluation.tokenizer.start_after_epochs + 1)
+    training = cfg.params.training  # its batch sizes are not 5 and 3, its world model starts after epoch 10
+    assert (training.tokenizer.batch_num_samples, training.world_model.batch_num_samples) != (5, 3)
+    assert seen == [(training.tokenizer.sequence_length, 5), (training.world_model.sequence_length, 3)]
+    assert {key.split("/")[1] for key in metrics} == {"tokenizer", "world_model"}

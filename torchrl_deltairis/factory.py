@@ -117,6 +117,9 @@ def validate_config(cfg: DictConfig) -> None:
         for key, minimum in (("batch_num_samples", 1), ("steps_per_epoch", 0), ("grad_acc_steps", 1),
                              ("start_after_epochs", 0), ("sequence_length", 2 if name == "tokenizer" else 1)):
             _check_at_least(cfg, f"params.training.{name}.{key}", minimum)
+    for name in ("tokenizer", "world_model"):
+        for key, minimum in (("batch_num_samples", 1), ("start_after_epochs", 0)):
+            _check_at_least(cfg, f"params.evaluation.{name}.{key}", minimum)
     for name in COMPONENTS:
         key = learning_rate_key(cfg, name)
         value = OmegaConf.select(cfg, key)

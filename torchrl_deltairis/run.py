@@ -206,10 +206,10 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
                     cfg.env.test.id, metrics["collection/test/return_mean"])
             saver.update(epoch)
             episodes_video(store, media / "videos" / f"epoch_{epoch:04d}_test.gif")
-        for name, loss in losses.items():
-            if epoch > training[name].start_after_epochs:
-                t = training[name]
-                batches = traverse_segments(store, t.sequence_length, t.batch_num_samples)
+        for name, loss in losses.items():  # as the reference: evaluation's batch size and start, training's length
+            e = cfg.params.evaluation[name]
+            if epoch > e.start_after_epochs:
+                batches = traverse_segments(store, training[name].sequence_length, e.batch_num_samples)
                 metrics.update(evaluate_loss(loss, batches, device, prefix=f"eval/{name}/"))
         if store.num_steps == 0:
             return metrics
