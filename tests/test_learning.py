@@ -42,14 +42,15 @@ def train(tmp_path, name: str) -> tuple[dict, list[tuple[int, float]]]:
 
 
 def test_the_agent_learns_reach(tmp_path):
-    """The better of the last two evaluations (epochs 25 and 30) reaches 80 % of the optimum. The greedy
-    policy still swings from one evaluation to the next at the end: three runs of this test that
-    differed only by float rounding (how the backward of GroupNorm and of the upsampling summed) gave
-    [.., 0.48, 0.61, 1.0], [.., 0.56, 0.86, 0.53] and [.., 0.27, 1.0, 0.86] (epochs 20, 25, 30), so the
-    last evaluation alone is a coin toss."""
+    """The better of the last two evaluations (epochs 35 and 40) reaches 80 % of the optimum. How fast
+    the greedy policy gets there depends on the seed, and float rounding acts as another seed: with
+    30 epochs, seeds 0 to 5 of this preset ended at [1.0, 1.0], [0.56, 0.7], [0.88, 1.0], [1.0, 1.0],
+    [0.41, 0.44] and [0.33, 0.52] (epochs 25 and 30); with 40, seeds 0, 1 and 4 read [1.0, 1.0],
+    [1.0, 1.0] and [0.72, 1.0] (epochs 35 and 40). On 64x64 frames, three runs that differed only by
+    rounding gave [0.61, 1.0], [0.86, 0.53] and [1.0, 0.86] (epochs 25 and 30)."""
     results, curve = train(tmp_path, "reach")
     optimum = Reach(grid=2, max_steps=2).optimal_return()
-    assert [epoch for epoch, _ in curve[-2:]] == [25, 30] and results["score"] == pytest.approx(curve[-1][1])
+    assert [epoch for epoch, _ in curve[-2:]] == [35, 40] and results["score"] == pytest.approx(curve[-1][1])
     assert max(ret for _, ret in curve[-2:]) >= 0.8 * optimum, curve
     assert curve[0][1] < 0.5 * optimum, curve  # it had something to learn (random play: under 40 %)
 

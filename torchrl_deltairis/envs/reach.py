@@ -1,8 +1,9 @@
 """A tiny pixel task that shows, in minutes on a CPU, that the whole agent learns.
 
-``Reach``: a ``grid x grid`` board drawn as 64x64 RGB; the agent (a white square) must walk onto the
-target (a green square) within ``max_steps`` moves. Reward +1 on reaching the target (the episode
-terminates), 0 otherwise; the time limit truncates. Actions: 0 no-op, 1 up, 2 down, 3 left, 4 right.
+``Reach``: a ``grid x grid`` board drawn as ``size x size`` RGB (64 by default); the agent (a white
+square) must walk onto the target (a green square) within ``max_steps`` moves. Reward +1 on reaching
+the target (the episode terminates), 0 otherwise; the time limit truncates. Actions: 0 no-op, 1 up,
+2 down, 3 left, 4 right.
 Start and target cells are drawn from the env's seeded generator, never equal.
 
 The optimal return is 1; a uniform random policy scores well below (see ``random_success_rate``),
@@ -22,7 +23,7 @@ _BACKGROUND = np.array([30, 30, 60], dtype=np.uint8)
 
 
 class Reach(gym.Env):
-    """Walk onto the target: pixels [64, 64, 3] uint8 (HWC, like Atari frames), 5 actions."""
+    """Walk onto the target: pixels [size, size, 3] uint8 (HWC, like Atari frames), 5 actions."""
 
     metadata = {"render_modes": ["rgb_array"]}
 
