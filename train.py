@@ -10,7 +10,8 @@ and exit status 2 (`HYDRA_FULL_ERROR=1` shows the whole trace instead). SIGTERM 
 preemption) and SIGINT (Ctrl-C) stop it within seconds: the env workers are shut down, the folder
 keeps its last checkpoint, and one line says how to resume (exit status 128 + the signal's number).
 A full disk stops it with one line (exit status 1): the last checkpoint and every committed step
-are intact, and `scripts/resume.sh` goes on once space is freed.
+are intact, and `scripts/resume.sh` goes on once space is freed. Any other error shuts the env
+workers down and exits with its trace (exit status 1).
 """
 
 import errno
@@ -71,6 +72,9 @@ def main(cfg: DictConfig) -> None:
             raise
         tqdm.write(disk_full_message(err), file=sys.stderr)
         sys.exit(1)
+    except BaseException:
+        trainer.close()  # any other error: without this, the interpreter waits for the env workers forever at exit
+        raise
     trainer.close()
 
 

@@ -21,7 +21,7 @@ TINY = ("params=smoke", "params.common.seed=3", "params.common.epochs=2",
         "params.training.tokenizer.steps_first_epoch=2", "params.training.world_model.steps_first_epoch=2",
         "params.collection.test.config.num_episodes=1", "params.evaluation.every=2")
 FAMILIES = {"crafter": (), "atari": ("env=atari",),
-            "gym": ("env=reach",)}
+            "gym": ("env=gym",)}  # gymnasium's Reach-v0 (4x4 board) resized to the smoke models' 64x64
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.Popen:

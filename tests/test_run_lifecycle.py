@@ -119,3 +119,27 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
     assert _group_gone(resumed.pid)
     assert int(torch.load(state, weights_only=True)["epoch"]) >= epoch
     RunLock(run_dir).release()  # nobody holds the folder
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_in_training_stops_the_run_and_its_workers(tmp_path):
+    """A bug, an out-of-memory or any other error raised during an epoch (here injected into epoch 2
+    through a ``sitecustomize`` on the run's path) ends the run with its trace and exit status 1 and
+    shuts the env workers down: before, the interpreter waited for them at exit, forever."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "from torchrl_deltairis.trainer import Trainer\n"
+        "_run_epoch = Trainer.run_epoch\n"
+        "def run_epoch(self, epoch):\n"
+        "    if epoch == 2:\n"
+        "        raise RuntimeError('injected failure in epoch 2')\n"
+        "    return _run_epoch(self, epoch)\n"
+        "Trainer.run_epoch = run_epoch\n")
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    run_dir = tmp_path / "run"
+    proc = _cli(run_dir, env_extra={"PYTHONPATH": path})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "RuntimeError: injected failure in epoch 2" in err, err[-3000:]
+    assert _group_gone(proc.pid)  # no env worker left behind
+    assert int(torch.load(run_dir / "checkpoints" / "state.pt", weights_only=True)["epoch"]) == 1

@@ -89,6 +89,9 @@ def test_the_shipped_presets_validate():
      r"params.training.actor_critic.learning_rate=-1; expected a number > 0"),
     ("params.training.world_model.batch_num_samples=-4",
      r"params.training.world_model.batch_num_samples=-4; expected an integer >= 1"),
+    ("env.train.size=32", r"env.train.size=32 but params.tokenizer.image_size=64; expected the env's frames at the "
+     r"models' size"),
+    ("params.world_model.image_size=32", r"env.train.size=64 but params.world_model.image_size=32; expected"),
     ("params.evaluation.tokenizer.batch_num_samples=0",
      r"params.evaluation.tokenizer.batch_num_samples=0; expected an integer >= 1"),
     ("params.evaluation.world_model.start_after_epochs=-1",

@@ -69,9 +69,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def validate_env_configs(cfg: DictConfig) -> None:
-    """Fails on an unknown env id or key, before any work."""
+    """Fails on an unknown env id or key, or on frames of another size than the models', before any work."""
     for split in ("train", "test"):
-        env_config(OmegaConf.to_container(cfg.env[split], resolve=True))
+        size = env_config(OmegaConf.to_container(cfg.env[split], resolve=True)).size
+        for model in ("tokenizer", "world_model"):
+            image_size = cfg.params[model].image_size
+            if size != image_size:
+                raise ValueError(f"env.{split}.size={size} but params.{model}.image_size={image_size}; expected "
+                                 "the env's frames at the models' size (set one to the other)")
 
 
 def _check_at_least(cfg: DictConfig, path: str, minimum: int) -> None:
