@@ -270,9 +270,11 @@ def test_runtime_measures_a_preset_and_prints_its_run_time():
 
 @pytest.mark.slow
 def test_atari100k_smoke_end_to_end(tmp_path):
-    """2 games × 1 seed of the real train.py with params=smoke, aggregated; the second call launches nothing."""
+    """2 games × 1 seed of the real train.py with params=smoke, side by side through the joblib launcher,
+    aggregated; the second call launches nothing."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, str(BENCH / "atari100k.py"), "--smoke", "--sweep-dir", str(sweep_dir), "--reps", "200"]
+    cmd = [sys.executable, str(BENCH / "atari100k.py"), "--smoke", "--sweep-dir", str(sweep_dir), "--reps", "200",
+           "--launcher", "joblib", "--jobs", "2"]  # side by side: 2 cores
     env = {**os.environ, "WANDB_SILENT": "true"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
