@@ -53,29 +53,25 @@ def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        if _pending:
-            raise Interrupted(_pending[0])
-        trainer.run()
+        try:
+            if _pending:
+                raise Interrupted(_pending[0])
+            trainer.run()
+        finally:  # on every way out: without it, an error leaves the interpreter waiting for the env workers
+            trainer.close()
     except Interrupted as stop:
-        trainer.close()
         tqdm.write(interrupted_message(stop.signum, trainer, Path.cwd()), file=sys.stderr)  # on its own line
         sys.exit(128 + stop.signum)
     except USER_ERRORS as err:
-        trainer.close()
         if full_trace:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:
-        trainer.close()
         if err.errno != errno.ENOSPC or full_trace:
             raise
         tqdm.write(disk_full_message(err), file=sys.stderr)
         sys.exit(1)
-    except BaseException:
-        trainer.close()  # any other error: without this, the interpreter waits for the env workers forever at exit
-        raise
-    trainer.close()
 
 
 if __name__ == "__main__":

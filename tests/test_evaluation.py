@@ -1,15 +1,22 @@
 """Evaluation traverses every stored step once; reconstructions are real images of the right layout."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
 from tensordict import TensorDict
 
+import torchrl_deltairis.run as run
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
+from torchrl_deltairis.factory import make_models
 from torchrl_deltairis.modules import Tokenizer, TokenizerConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
 from torchrl_deltairis.objectives import TokenizerLoss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _store(tmp_path, lengths=(5, 12, 3)):
@@ -65,14 +72,6 @@ def test_a_run_evaluates_with_the_evaluation_sections_batch_size_and_start(tmp_p
     """As the reference's eval_agent: ``params.evaluation.<component>.batch_num_samples`` and
     ``start_after_epochs`` (by default those of training, by interpolation) decide the evaluation,
     the training section only its sequence length."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    import torchrl_deltairis.run as run
-    from torchrl_deltairis.factory import make_models
-
-    root = Path(__file__).resolve().parents[1]
     for split in ("train", "test"):
         store = EpisodeStore(tmp_path / "dataset" / split, capacity=100)
         for length in (7, 5):
@@ -82,7 +81,7 @@ def test_a_run_evaluates_with_the_evaluation_sections_batch_size_and_start(tmp_p
                                         "action": torch.arange(length) % 2, ("next", "reward"): torch.zeros(length, 1),
                                         ("next", "terminated"): ends, ("next", "truncated"): torch.zeros_like(ends)},
                                        [length]))
-    with initialize_config_dir(config_dir=str(root / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "env=recall", "params=recall", "params.common.device=cpu",
             f"params.collection.path_to_static_dataset={tmp_path / 'dataset'}",
