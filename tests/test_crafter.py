@@ -102,3 +102,37 @@ def test_the_same_seed_and_actions_give_the_same_frames():
     padding = [object() for _ in range(1000)]  # other allocations: other memory addresses
     assert np.array_equal(first, frames())
     del padding
+
+
+_WORLDS = """
+import hashlib, sys
+if sys.argv[1] == "pure":
+    sys.modules["numba"] = None  # opensimplex then runs its noise as plain Python
+import opensimplex.internals
+from torchrl_deltairis.envs.crafter import CrafterGymnasium
+assert hasattr(opensimplex.internals._noise3, "py_func") == (sys.argv[1] == "numba"), sys.argv[1]
+digest = hashlib.sha256()
+for seed in (0, 1):
+    env = CrafterGymnasium()
+    obs, _ = env.reset(seed=seed)
+    world = env._env._world
+    digest.update(world._mat_map.tobytes() + obs["pixels"].tobytes())
+    digest.update(repr(sorted((type(o).__name__, tuple(map(int, o.pos))) for o in world.objects)).encode())
+print(digest.hexdigest())
+"""
+
+
+def test_numba_compiled_noise_generates_the_worlds_of_the_pure_python_one():
+    """Crafter's world generation spends ~1 s a reset in opensimplex's noise, which numba (a dependency)
+    compiles (~0.07 s a reset): the terrain, the creatures and the first frame are bit for bit those of
+    the plain-Python noise."""
+    import subprocess
+    import sys
+
+    procs = {mode: subprocess.Popen([sys.executable, "-c", _WORLDS, mode], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for mode in ("numba", "pure")}
+    digests = {}
+    for mode, proc in procs.items():
+        digests[mode], err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (mode, err[-2000:])
+    assert digests["numba"] == digests["pure"] != ""
