@@ -84,14 +84,15 @@ def test_crafter_score_is_the_papers_geometric_mean():
 
 def test_the_same_seed_and_actions_give_the_same_frames():
     """Crafter despawns a creature picked from a set ordered by memory address; with our creation-order
-    hashes two envs of one seed stay identical through many balancing steps and episodes."""
+    hashes two envs of one seed stay identical through many balancing steps and episodes (without them,
+    two such runs of 750 or 1,500 steps parted ways at step 20, 38 or 339, in 7 tries of crafter.Env)."""
     from torchrl_deltairis.envs.crafter import CrafterGymnasium
 
     def frames():
         env = CrafterGymnasium(seed=3)
         obs, _ = env.reset(seed=3)
         rng, out = np.random.RandomState(0), [obs["pixels"]]
-        for _ in range(1500):
+        for _ in range(750):
             obs, _, terminated, truncated, _ = env.step(rng.randint(17))
             out.append(obs["pixels"])
             if terminated or truncated:
@@ -108,16 +109,14 @@ _WORLDS = """
 import hashlib, sys
 if sys.argv[1] == "pure":
     sys.modules["numba"] = None  # opensimplex then runs its noise as plain Python
-import opensimplex.internals
-from torchrl_deltairis.envs.crafter import CrafterGymnasium
+import crafter, opensimplex.internals
 assert hasattr(opensimplex.internals._noise3, "py_func") == (sys.argv[1] == "numba"), sys.argv[1]
 digest = hashlib.sha256()
 for seed in (0, 1):
-    env = CrafterGymnasium()
-    obs, _ = env.reset(seed=seed)
-    world = env._env._world
-    digest.update(world._mat_map.tobytes() + obs["pixels"].tobytes())
-    digest.update(repr(sorted((type(o).__name__, tuple(map(int, o.pos))) for o in world.objects)).encode())
+    env = crafter.Env(area=(64, 64), size=(64, 64), seed=seed)  # as CrafterGymnasium makes it
+    frame = env.reset()
+    digest.update(env._world._mat_map.tobytes() + frame.tobytes())
+    digest.update(repr(sorted((type(o).__name__, tuple(map(int, o.pos))) for o in env._world.objects)).encode())
 print(digest.hexdigest())
 """
 
