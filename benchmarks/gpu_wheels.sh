@@ -12,6 +12,8 @@ platforms=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --p
 # compiled or binary-only, for CPython 3.12 on x86-64
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d "$dest" torchrl==0.14.1 tensordict==0.14.3 orjson
+# numba is left out (llvmlite alone is ~40 MB of the 64 MiB carried): Crafter's resets there run
+# opensimplex's plain-Python noise, ~1 s each, with the same worlds
 # pure Python (some ship only a source archive: built here into a py3 wheel)
 python -m pip wheel -q --no-deps -w "$dest" gymnasium==1.4.0 farama-notifications hydra-core==1.3.2 omegaconf==2.3.0 \
     antlr4-python3-runtime==4.9.3 crafter==1.8.3 opensimplex ruamel.yaml \
