@@ -1,6 +1,8 @@
 """Crafter as a TorchRL env: specs, seeding, termination split, achievements and the score."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,9 +127,6 @@ def test_numba_compiled_noise_generates_the_worlds_of_the_pure_python_one():
     """Crafter's world generation spends ~1 s a reset in opensimplex's noise, which numba (a dependency)
     compiles (~0.07 s a reset): the terrain, the creatures and the first frame are bit for bit those of
     the plain-Python noise."""
-    import subprocess
-    import sys
-
     procs = {mode: subprocess.Popen([sys.executable, "-c", _WORLDS, mode], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for mode in ("numba", "pure")}
     digests = {}
