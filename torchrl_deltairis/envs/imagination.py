@@ -92,13 +92,20 @@ class ImaginationCore(nn.Module):
             world model) run under autocast to it (``params.training.imagination_bf16``); the context's
             burn-in and the transformer that picks tokens, rewards and ends keep the caller's precision,
             so that near-tied logits are not flipped by rounding. Frames stay uint8, rewards fp32.
+        draw_fn: None, or ``f(kind, logits) -> index`` that makes every draw in place of the argmax /
+            sample, in the reference's order: ``"reward"`` (sign head only), ``"end"``, then 4 ``"latent"``
+            per step (logits ``[B, V]``, indices ``[B]``), then ``"frame"``: the decoded frame ``[B, C, H, W]``
+            float, to round to uint8 levels (a pixel at a rounding boundary is a near-tie too). The
+            parity check replays the reference's recorded draws through it (:mod:`torchrl_deltairis.parity`).
     """
 
     def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None,
+                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.tokenizer, self.world_model, self.sample = tokenizer, world_model, sample
         self.autocast_dtype = autocast_dtype
+        self.draw_fn = draw_fn
         self.cache: KVCache | None = None
         self.generator: torch.Generator | None = None  # None: torch's global generator
         self._tail: torch.Tensor | None = None  # [B, n, E] embeddings fed before the next action
@@ -132,6 +139,11 @@ class ImaginationCore(nn.Module):
         self.world_model.transformer(self.world_model.burn_in_sequence(frames, actions, tokens), cache)
         self._tail = frames.new_zeros(frames.size(0), 0, self.world_model.config.transformer_config.embed_dim)
 
+    def _draw(self, kind: str, logits: torch.Tensor) -> torch.Tensor:
+        if self.draw_fn is not None:
+            return self.draw_fn(kind, logits)
+        return _pick(logits, self.sample, self.generator)
+
     def _transformer_last(self, sequence: torch.Tensor) -> torch.Tensor:
         """Runs the cached transformer over ``sequence`` and returns the output at its last token."""
         return self.world_model.transformer(sequence, self.cache)[:, -1]
@@ -155,16 +167,18 @@ class ImaginationCore(nn.Module):
             with torch.autocast(logits.device.type, enabled=False):  # the expectation in fp32
                 reward = functional.two_hot_expectation(logits)
         else:
-            reward = _pick(wm.head_rewards.head_module(out), self.sample, self.generator).float() - 1
-        end = _pick(wm.head_ends.head_module(out), self.sample, self.generator).bool()
-        tokens = [_pick(wm.head_latents.head_module(out), self.sample, self.generator)]
+            reward = self._draw("reward", wm.head_rewards.head_module(out)).float() - 1
+        end = self._draw("end", wm.head_ends.head_module(out)).bool()
+        tokens = [self._draw("latent", wm.head_latents.head_module(out))]
         for _ in range(k - 1):
             out = self._transformer_last(wm.latents_emb(tokens[-1]).unsqueeze(1).float())
-            tokens.append(_pick(wm.head_latents.head_module(out), self.sample, self.generator))
+            tokens.append(self._draw("latent", wm.head_latents.head_module(out)))
         q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
         prev = functional.pixels_to_float(frame).unsqueeze(1)
         with self._autocast(frame.device):  # the convolutions: nearly all of the FLOPs
-            next_frame = to_uint8_frames(self.tokenizer.decode(prev, action.unsqueeze(1), q))  # [B, 1, C, H, W]
+            decoded = self.tokenizer.decode(prev, action.unsqueeze(1), q)[:, 0]
+            next_frame = (to_uint8_frames(decoded) if self.draw_fn is None
+                          else self.draw_fn("frame", decoded.float())).unsqueeze(1)  # [B, 1, C, H, W] uint8
             frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
         self._tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
         return next_frame[:, 0], reward, end
@@ -176,7 +190,7 @@ class ImaginationEnv(ModelBasedEnvBase):
 
     Args:
         tokenizer, world_model: the trained models; the env's device is that of their parameters.
-        sample, autocast_dtype: see :class:`ImaginationCore`.
+        sample, autocast_dtype, draw_fn: see :class:`ImaginationCore`.
         policy_state_spec: specs (unbatched) of policy-owned keys to carry between steps, e.g.
             :func:`torchrl_deltairis.policy.recurrent_state_spec`. ``reset`` takes them from the context
             (the burned-in state) or fills zeros.
@@ -190,10 +204,12 @@ class ImaginationEnv(ModelBasedEnvBase):
     def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
                  policy_state_spec: Composite | None = None, batch_size: torch.Size | tuple = (),
                  context_fn: Callable[[], TensorDictBase] | None = None,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None,
+                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> None:
         device = next(world_model.parameters()).device
         batch = torch.Size(batch_size)
-        core = ImaginationCore(tokenizer, world_model, sample=sample, autocast_dtype=autocast_dtype)
+        core = ImaginationCore(tokenizer, world_model, sample=sample, autocast_dtype=autocast_dtype,
+                               draw_fn=draw_fn)
         super().__init__(core, device=device, batch_size=batch)
         self.context_fn = context_fn
         c = world_model.config
