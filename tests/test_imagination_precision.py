@@ -1,38 +1,35 @@
-"""What ``params.training.imagination_bf16`` (bf16 autocast for imagination's convolutions) changes, on
-the parity fixtures' reference weights and contexts, against fp32 imagination.
+"""What ``params.training.imagination_bf16`` (bf16 autocast for imagination's convolutions: decoding each
+imagined frame and embedding it) changes, on the parity fixtures' reference weights and contexts, with
+bounds that follow from what bf16 is, not from one machine's measurement.
 
-Measured here, and why the option is opt-in: the ≥ 99 % same-greedy-token bar holds for the first
-imagined step only. bf16 keeps ~3 significant digits, about one 1/255 level of a pixel, and the
-decoder's ~20 layers add up the rounding: from the same frame, action and tokens, bf16 decoding moves
-about half of an imagined frame's pixels, by 1.8 levels on average (up to ~60). These untrained
-models' near-tied token logits then flip in ~6 % of later positions, even with the history kept the
-same (teacher forcing: the bf16 core gets the fp32 core's KV cache before every step).
-``python benchmarks/imagination_agreement.py`` (whose measurement these tests use) splits it by which
-convolutions run in bf16: any one network of the decode (the tokenizer's frame CNN or its decoder)
-leaves 92-95.5 % of the tokens; the world model's frame embedding alone keeps 99.6-100 % (NHWC).
+- Nothing before its first convolution: the first imagined step's reward, end and token
+  distributions come from the fp32 burn-in and the fp32 transformer, so they are bit for bit fp32's.
+- Frames at the resolution of bf16: bf16 keeps 8 significant bits, the resolution of the 8-bit frames
+  themselves, so each of the decoder's roundings moves a pixel by about one 1/255 level; the decoder's
+  layers add such errors up. Bound: an imagined frame decoded in bf16 lies on average within 4 levels
+  of the same frame decoded in fp32 from the same inputs.
+- Rounding, not content: given the same history but the last frame, the world model's next-token
+  distributions after the bf16 frame lie closer (in total variation) to those after the fp32 frame
+  than a quarter of the distance made by another context's frame in its place. That is what the
+  option must keep to be harmless: its noise well below the signal the world model reads from a frame
+  (a random ±1-level dither is no yardstick: the frame CNN averages independent noise away, and its
+  GroupNorm removes a uniform brightness shift).
+
+``python benchmarks/imagination_agreement.py`` measures the figures on a machine (greedy-token
+agreement, pixels moved, the actor-critic loss terms).
 """
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from tensordict import TensorDict
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from test_parity import DATA
-from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import read_torch_file
-from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine, to_uint8_frames
+from torchrl_deltairis.envs.imagination import ImaginationCore, to_uint8_frames
 from torchrl_deltairis.modules.models import configure_execution, resolve_execution
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
-from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import configs_from_reference, load_reference_checkpoint
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-if str(BENCH) not in sys.path:  # the measurement is benchmarks/imagination_agreement.py's
-    sys.path.append(str(BENCH))
-import imagination_agreement  # noqa: E402
+LEVELS_BOUND = 4  # bf16 rounds at about one 1/255 level; the decoder's layers add a few such errors up
+CONTENT_SHARE = 0.25  # bf16's effect on predictions at most this share of another frame's
 
 
 @pytest.fixture(scope="module", params=["crafter_small", "atari_small"])
@@ -43,55 +40,89 @@ def fixture(request):
     return models, data["inputs"]["observations"], data["inputs"]["actions"]
 
 
-@pytest.fixture(scope="module")
-def teacher_forced(fixture):
-    """Per step and row: the greedy tokens of fp32 and bf16 cores given the same history, and their frames."""
-    return imagination_agreement.teacher_forced(*fixture)
+class _Recorder:
+    """A draw_fn: records every draw's logits; latent draws take ``tokens`` when given (the same
+    history for every core); frames are replaced by ``frame`` when given."""
+
+    def __init__(self, tokens=None, frame=None):
+        self.logits, self.kinds, self.tokens, self.frame = [], [], list(tokens or []), frame
+        self.taken, self.frames = [], []
+
+    def __call__(self, kind, x):
+        if kind == "frame":
+            out = to_uint8_frames(x) if self.frame is None else self.frame
+            self.frames.append(out)
+            return out
+        self.logits.append(x.float())
+        self.kinds.append(kind)
+        taken = self.tokens.pop(0) if kind == "latent" and self.tokens else x.float().argmax(-1)
+        self.taken.append(taken)
+        return taken
 
 
-def test_the_first_imagined_step_picks_the_fp32_tokens(teacher_forced):
-    tokens, _ = teacher_forced
-    assert torch.equal(tokens["bf16"][:, 0], tokens["fp32"][:, 0])
+def _one_step(models, context, actions, action, *, bf16=False, frame=None, tokens=None):
+    draw = _Recorder(tokens, frame)
+    core = ImaginationCore(models.tokenizer, models.world_model, sample=False, draw_fn=draw,
+                           autocast_dtype=torch.bfloat16 if bf16 else None)
+    core.reset(context, actions)
+    first, _, _ = core(context[:, -1], action)
+    return core, draw, first
 
 
-def test_later_steps_pick_the_fp32_tokens_in_over_90_percent_of_positions(teacher_forced):
-    tokens, _ = teacher_forced
-    agreement = (tokens["bf16"] == tokens["fp32"]).float().mean().item()
-    assert tokens["fp32"].numel() == 576
-    assert 0.9 <= agreement < 1.0, agreement  # measured 0.93-0.95: below the 99 % bar, hence opt-in
+def _contexts(models, obs, act):
+    burn_in = models.configs.actor_critic_training["burn_in_length"]
+    g = torch.Generator().manual_seed(0)
+    for start in range(obs.size(1) - burn_in):  # every context of the fixture's episodes
+        action = torch.randint(models.configs.world_model.num_actions, (obs.size(0),), generator=g)
+        yield to_uint8_frames(obs[:, start:start + burn_in + 1]), act[:, start:start + burn_in], action
 
 
-def test_bf16_decoding_moves_about_half_of_the_pixels_by_a_few_levels(teacher_forced):
-    tokens, frames = teacher_forced
-    same_tokens = (tokens["bf16"] == tokens["fp32"]).all(-1).flatten(0, 1)  # [contexts * steps, B]
-    diff = (frames["bf16"].int() - frames["fp32"].int()).abs()[same_tokens].float()  # same inputs, bf16 rounding only
-    assert 0.3 < (diff > 0).float().mean().item() < 0.6  # measured 0.46-0.48
-    assert diff.mean().item() < 3  # levels of 1/255; measured 1.8-1.9
-
-
-def test_the_actor_critic_loss_stays_within_stated_tolerances(fixture):
-    """Greedy policy and world model from the fixture's context: relative differences of the reference
-    objective's terms between fp32 and bf16 imagination, on trajectories that diverge as above."""
+def test_nothing_before_the_first_bf16_convolution_changes(fixture):
     models, obs, act = fixture
-    training = models.configs.actor_critic_training
-    burn_in = training["burn_in_length"]
-    config = ActorCriticLossConfig(gamma=training["gamma"], lambda_=training["lambda_"],
-                                   entropy_weight=training["entropy_weight"])
-    context = TensorDict({keys.PIXELS: to_uint8_frames(obs[:, :burn_in + 1]), keys.ACTION: act[:, :burn_in]},
-                         batch_size=obs.shape[:1])
-    losses = {}
-    for dtype in (None, torch.bfloat16):
-        env = ImaginationEnv(models.tokenizer, models.world_model, sample=False, autocast_dtype=dtype,
-                             policy_state_spec=recurrent_state_spec(models.configs.actor_critic.lstm_dim))
-        with set_exploration_type(ExplorationType.MODE):
-            rollout = imagine(env, make_actor(models.actor_critic.model), models.actor_critic, context,
-                              training["imagination_horizon"])
-        out = ImaginationActorCriticLoss(models.actor_critic, config)(rollout)
-        losses[dtype] = {k: out.get(k).item() for k in ("loss_actions", "loss_entropy", "loss_values")}
-    # loss_actions is a mean of log-probability times advantage (a λ-return minus a value: a small
-    # difference), so bf16 rounding moves it most, and by CPU: measured 0.08 on an AMD EPYC (AVX-512 bf16),
-    # 0.29 on an Intel Xeon with AMX (crafter_small); the entropy and value terms: 1e-4 and 0.01 on both
-    tolerance = {"loss_actions": 0.4, "loss_entropy": 0.01, "loss_values": 0.03}
-    for name, rel in tolerance.items():
-        ours, fp32 = losses[torch.bfloat16][name], losses[None][name]
-        assert abs(ours - fp32) <= rel * abs(fp32), (name, ours, fp32)
+    for context, actions, action in _contexts(models, obs, act):
+        _, fp32, _ = _one_step(models, context, actions, action)
+        _, bf16, _ = _one_step(models, context, actions, action, bf16=True)
+        assert fp32.kinds == bf16.kinds
+        for ours, theirs in zip(bf16.logits, fp32.logits):
+            assert torch.equal(ours, theirs)
+
+
+def test_bf16_frames_lie_within_a_few_levels_of_fp32_ones(fixture):
+    models, obs, act = fixture
+    for context, actions, action in _contexts(models, obs, act):
+        _, _, fp32 = _one_step(models, context, actions, action)
+        _, _, bf16 = _one_step(models, context, actions, action, bf16=True)
+        levels = (bf16.int() - fp32.int()).abs().float()
+        assert levels.mean().item() <= LEVELS_BOUND, levels.mean().item()
+
+
+def _tv(p_logits, q_logits):
+    return 0.5 * (p_logits.softmax(-1) - q_logits.softmax(-1)).abs().sum(-1)
+
+
+def test_a_bf16_frame_moves_the_next_predictions_far_less_than_another_frame_does(fixture):
+    """Next step's token distributions (fp32 world model, the same history and tokens) after the fp32
+    frame, the bf16 frame, and another row's fp32 frame."""
+    models, obs, act = fixture
+    tv_bf16, tv_other = [], []
+    for context, actions, action in _contexts(models, obs, act):
+        _, _, fp32_frame = _one_step(models, context, actions, action)
+        _, _, bf16_frame = _one_step(models, context, actions, action, bf16=True)
+        other = fp32_frame.roll(1, dims=0)  # another context's frame
+        logits = {}
+        reference_tokens = None
+        for name, frame in (("fp32", fp32_frame), ("bf16", bf16_frame), ("other", other)):
+            core, draw, _ = _one_step(models, context, actions, action, frame=frame)
+            draw.tokens = list(reference_tokens or [])
+            first = len(draw.logits)
+            core(frame, action)
+            kinds = draw.kinds[first:]
+            steps = [x for x, kind in zip(draw.logits[first:], kinds) if kind == "latent"]
+            if reference_tokens is None:
+                reference_tokens = [t for t, kind in zip(draw.taken[first:], kinds) if kind == "latent"]
+            logits[name] = torch.stack(steps)
+        tv_bf16.append(_tv(logits["bf16"], logits["fp32"]).mean())
+        tv_other.append(_tv(logits["other"], logits["fp32"]).mean())
+    bf16, other = torch.stack(tv_bf16).mean().item(), torch.stack(tv_other).mean().item()
+    assert other > 0  # the frame moves the predictions: the yardstick is not empty
+    assert bf16 <= CONTENT_SHARE * other, (bf16, other)
