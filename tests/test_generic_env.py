@@ -1,4 +1,4 @@
-"""Any gymnasium env with image observations (env=gym), and the shipped Reach task."""
+"""Any gymnasium env with image observations (env=gym), and the shipped Reach and Match tasks."""
 
 import sys
 import textwrap
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_deltairis.envs import REACH_ID, Reach, env_config, make_batched_env, make_env
+from torchrl_deltairis.envs import MATCH_ID, REACH_ID, Match, Reach, env_config, make_batched_env, make_env
 from torchrl_deltairis.envs.reach import random_success_rate
 
 
@@ -60,3 +60,31 @@ def test_gym_family_errors_name_the_problem():
     with pytest.raises(ValueError, match="valid families: \\['atari', 'crafter', 'gym'\\]"):
         env_config({"family": "mujoco", "id": "x"})
     assert isinstance(gym.make(REACH_ID).unwrapped, Reach) and np.uint8 == Reach().observation_space.dtype
+
+
+@pytest.mark.parametrize("cue", ["color", "side"])
+def test_match_rewards_naming_the_cue_and_blind_play_gets_half(cue):
+    """Match: the frame tells the cue (two cues, two frames); the right action earns 1 at every step,
+    and a policy that ignores the frame (a constant one too) earns max_steps / num_cues on average."""
+    env = Match(num_cues=2, max_steps=20, cue=cue, size=32)
+    frame, _ = env.reset(seed=0)
+    seen, total_right, total_constant = {}, 0.0, 0.0
+    for _ in range(400):
+        seen.setdefault(env.cue, frame)
+        assert (seen[env.cue] == frame).all()
+        right = env.cue
+        frame, reward, terminated, truncated, _ = env.step(right)
+        assert reward == 1.0 and not terminated
+        total_right += reward
+        if truncated:
+            frame, _ = env.reset()
+    assert set(seen) == {0, 1} and (seen[0] != seen[1]).any()
+    env.reset(seed=1)
+    for _ in range(2000):
+        _, reward, _, truncated, _ = env.step(0)
+        total_constant += reward
+        if truncated:
+            env.reset()
+    assert abs(total_constant / 100 - env.blind_return()) < 1.0  # 100 episodes of 20 steps
+    assert env.optimal_return() == 20 and env.blind_return() == 10
+    assert isinstance(gym.make(MATCH_ID).unwrapped, Match)

@@ -20,7 +20,7 @@ def _cfg(*overrides: str) -> DictConfig:
 
 def test_the_shipped_presets_validate():
     for overrides in ((), ("env=atari", "params=atari"), ("env=reach", "params=reach"), ("env=recall", "params=recall"),
-                      ("env=gym",)):
+                      ("env=match", "params=reach"), ("env=gym",)):
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             validate_config(compose("config", overrides=list(overrides)))
 

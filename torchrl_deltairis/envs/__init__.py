@@ -1,5 +1,6 @@
 """Real environments as TorchRL envs: Crafter, the 26 Atari 100k games, and any gymnasium env with
-image observations and discrete actions (among them the shipped toy tasks ``Reach`` and ``Recall``).
+image observations and discrete actions (among them the shipped toy tasks ``Reach``, ``Recall`` and
+``Match``).
 
 Every env yields ``"pixels"`` uint8 [3, 64, 64] and takes a categorical ``"action"`` (see
 ``torchrl_deltairis.keys``). ``make_env`` builds one from a config (a dataclass or a Hydra dict with
@@ -36,12 +37,13 @@ from torchrl_deltairis.envs.crafter import (
     make_crafter_env,
 )
 from torchrl_deltairis.envs.generic import GymConfig, check_gym_id, make_gym_env
+from torchrl_deltairis.envs.match import MATCH_ID, Match
 from torchrl_deltairis.envs.reach import REACH_ID, Reach
 from torchrl_deltairis.envs.recall import RECALL_ID, Recall
 
 __all__ = [
     "ATARI_100K_GAMES", "AtariConfig", "CRAFTER_ACHIEVEMENTS", "CrafterConfig", "crafter_score",
-    "crafter_success_rates", "env_config", "GymConfig", "make_gym_env", "Reach", "REACH_ID", "Recall", "RECALL_ID", "make_atari_env", "make_batched_env", "make_crafter_env",
+    "crafter_success_rates", "env_config", "GymConfig", "make_gym_env", "Match", "MATCH_ID", "Reach", "REACH_ID", "Recall", "RECALL_ID", "make_atari_env", "make_batched_env", "make_crafter_env",
     "make_env", "resolve_atari_id",
 ]  # fmt: skip
 

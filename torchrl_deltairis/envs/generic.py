@@ -43,7 +43,8 @@ def import_env_modules(modules: list[str]) -> None:
 
 def check_gym_id(cfg: GymConfig) -> None:
     """Imports ``cfg.imports`` and fails with close matches when ``cfg.id`` is not registered."""
-    import torchrl_deltairis.envs.reach  # noqa: F401  (register the shipped toy tasks)
+    import torchrl_deltairis.envs.match  # noqa: F401  (register the shipped toy tasks)
+    import torchrl_deltairis.envs.reach  # noqa: F401
     import torchrl_deltairis.envs.recall  # noqa: F401
 
     import_env_modules(list(cfg.imports))
