@@ -22,10 +22,13 @@ def test_upsampling_is_interpolate_bit_for_bit_and_keeps_the_layout(memory_forma
     out = upsample_nearest_2x(x)
     assert torch.equal(out, F.interpolate(x, scale_factor=2.0, mode="nearest"))
     assert out.is_contiguous(memory_format=memory_format)
-    leaf = x.detach().float().requires_grad_()
-    grad = torch.randn(3, 5, 8, 12)
+    leaf = x.detach().requires_grad_()
+    grad = torch.randn(3, 5, 8, 12).to(dtype).contiguous(memory_format=memory_format)
     upsample_nearest_2x(leaf).backward(grad)
-    torch.testing.assert_close(leaf.grad, F.avg_pool2d(grad, 2) * 4)  # each input pixel feeds a 2x2 block
+    expected = grad.float().unflatten(2, (4, 2)).unflatten(-1, (6, 2)).sum((3, 5))  # each pixel feeds a 2x2 block
+    bf16_rounding = {} if dtype == torch.float32 else dict(rtol=8e-3, atol=1e-2)
+    torch.testing.assert_close(leaf.grad.float(), expected, **bf16_rounding)
+    assert leaf.grad.dtype == dtype and leaf.grad.is_contiguous(memory_format=memory_format)
 
 
 def _group_norm_and_grads(norm, x, grad):
