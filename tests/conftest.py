@@ -1,5 +1,6 @@
 """Shared fixtures: the small parity-fixture configs (tests/data) with seeded random weights; a run
-folder's metrics without the timings."""
+folder's metrics without the timings. The session's header says where it runs (CPU, torch build,
+threads): float rounding, and so a failing greedy rollout or learning curve, depends on them."""
 
 import csv
 from pathlib import Path
@@ -7,9 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchrl_deltairis.machine import describe
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_report_header(config):
+    return describe()
 
 
 def small_models(name: str = "crafter_small", seed: int = 0) -> DeltaIrisModels:
@@ -29,3 +35,76 @@ def metrics_without_timings(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv", newline="") as file:
         return [{k: v for k, v in row.items() if not k.endswith(("seconds", "per_second"))}
                 for row in csv.DictReader(file)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole `python train.py` runs (tests/test_train_smoke.py, test_reproducibility.py, test_run_lifecycle.py)
+
+import os  # noqa: E402  (this section's own imports: it was appended)
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# `params=smoke` at the smallest budgets that still cross every epoch boundary: every epoch collects
+# and trains each component (one update on two segments), the evaluations play test episodes. A
+# collection batch is 2 envs x 10 steps: epoch 1 takes two (a kill can land between them), later
+# epochs one; what a run costs is then mostly its process, env workers and models starting.
+TINY = ("params=smoke", "params.collection.train.steps_per_batch=10",
+        "params.collection.train.config.num_steps_first_epoch=40",
+        "params.collection.train.config.num_steps=20",
+        "params.training.world_model.sequence_length=4",  # the tokenizer's too
+        *(f"params.training.{c}.batch_num_samples=2" for c in ("tokenizer", "world_model", "actor_critic")),
+        *(f"params.training.{c}.{k}=1" for c in ("tokenizer", "world_model")
+          for k in ("steps_first_epoch", "steps_per_epoch")),
+        "params.training.actor_critic.steps_per_epoch=1")
+TINY_STEPS = (40, 20, 20)  # the steps each epoch of a TINY run stores (params=smoke: 3 epochs)
+# Episodes of a few batches at most: test episodes end quickly, and training ones within every epoch
+SHORT_EPISODES = {"crafter": ("env.train.max_episode_steps=15",),  # env.test is ${.train}
+                  "atari": ("env.test.max_episode_steps=80",),  # raw frames: 20 agent steps
+                  "gym": ()}  # Reach-v0: at most 8 steps
+SMOKE = (*TINY, *SHORT_EPISODES["crafter"])  # the shared Crafter run (`smoke_runs`): seed 0, 3 epochs
+
+
+# The environment of every run: one intra-op thread. Runs go side by side on 2 cores, and threads beyond
+# the free cores spin-wait: an offline run (no env workers, whose start drops torch to one thread) took
+# 3-4x longer with two threads on a busy machine. The runs compared with each other share it.
+RUN_ENV = {"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+
+
+def start_train(run_dir: Path, *overrides: str, env: dict | None = None) -> subprocess.Popen:
+    """`python train.py hydra.run.dir=run_dir wandb.mode=disabled *overrides` in its own process group
+    (a kill of the group takes its env workers too); stderr goes to ``stderr_of(proc)``'s file, which
+    never fills up as a pipe nobody reads would."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    err = run_dir.parent / f"{run_dir.name}.stderr"
+    env = {**os.environ, **RUN_ENV, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    with open(err, "a") as stderr:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}",
+                                 "wandb.mode=disabled", *overrides], cwd=run_dir.parent, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True)
+    proc.stderr_path = err
+    return proc
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    """The end of what a process of ``start_train`` wrote to stderr so far."""
+    return proc.stderr_path.read_text()[-3000:]
+
+
+def finish(*procs: subprocess.Popen, timeout: float = 600) -> None:
+    """Waits for every process; each must exit 0."""
+    for proc in procs:
+        proc.wait(timeout=timeout)
+        assert proc.returncode == 0, stderr_of(proc)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two unkilled `SMOKE` runs (Crafter, seed 0, 3 epochs), side by side (2 cores): the run folder
+    whose artifacts tests/test_train_smoke.py checks and trains offline from, and its same-seed twin,
+    which tests/test_reproducibility.py compares it with. Shared by the session: read them only."""
+    base = tmp_path_factory.mktemp("smoke")
+    runs = (base / "run", base / "twin")
+    finish(*[start_train(run, *SMOKE) for run in runs])
+    return runs

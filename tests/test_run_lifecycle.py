@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import RUN_ENV, SHORT_EPISODES, TINY
 from torchrl_deltairis.metrics import RunLogger
 from torchrl_deltairis.runlock import RunInUseError, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
+# a whole run at tiny budgets on the Reach env, whose workers start in a fraction of Crafter's time
+RUN = (*TINY, "env=gym", *SHORT_EPISODES["gym"])
 
 
 def test_a_folder_in_use_is_refused_naming_its_process_and_a_killed_holder_does_not_block(tmp_path):
@@ -41,12 +44,12 @@ def test_wandb_mode_from_the_environment_wins(tmp_path, monkeypatch):
     logger.close()
 
 
-def _cli(run_dir: Path, *overrides: str, env_extra=None) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_SILENT": "true", **(env_extra or {})}
+def _cli(run_dir: Path, *overrides: str, env_extra=None, stderr=subprocess.PIPE) -> subprocess.Popen:
+    env = {**os.environ, **RUN_ENV, **(env_extra or {})}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), "params=smoke", f"hydra.run.dir={run_dir}",
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}",
                              "wandb.mode=disabled", *overrides], cwd=run_dir.parent, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True)
 
 
 def test_the_cli_answers_a_bad_value_in_one_line_and_exits_2(tmp_path):
@@ -57,7 +60,8 @@ def test_the_cli_answers_a_bad_value_in_one_line_and_exits_2(tmp_path):
                  "error: params.world_model.transformer_config.max_blocks=3; ",
              f"params.initialization.path_to_checkpoint={notes}":
                  f"error: params.initialization.path_to_checkpoint='{notes}' is not a "}
-    procs = {override: _cli(tmp_path / f"run{i}", override) for i, override in enumerate(cases)}
+    procs = {override: _cli(tmp_path / f"run{i}", "params=smoke", override)
+             for i, override in enumerate(cases)}
     for override, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 2, (override, err[-3000:])
@@ -90,13 +94,16 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
 
 
 @pytest.mark.slow
-def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_path):
+def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_path, request):
     """SIGINT to the trainer after its first checkpoint; then SIGTERM to `scripts/resume.sh` (which
     `exec`s the trainer, so the signal reaches it): each stops within seconds with one line, no
     worker is left, the lock is free and the checkpoint is there."""
+    failing = "test_an_unexpected_error_in_training_stops_the_run_and_its_workers"
+    if any(getattr(item, "originalname", None) == failing for item in request.session.items):
+        request.getfixturevalue("failing_run")  # it goes on beside this test's runs
     run_dir = tmp_path / "run"
     state = run_dir / "checkpoints" / "state.pt"
-    proc = _cli(run_dir)
+    proc = _cli(run_dir, *RUN)
     _wait_for(state.exists, proc)
     os.kill(proc.pid, signal.SIGINT)
     start = time.time()
@@ -108,7 +115,7 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
 
     resumed = subprocess.Popen(["bash", str(run_dir / "scripts" / "resume.sh")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "WANDB_SILENT": "true"})
+                               env={**os.environ, **RUN_ENV})
     epoch = int(torch.load(state, weights_only=True)["epoch"])
     before = _steps(run_dir)
     _wait_for(lambda: _steps(run_dir) > before, resumed)  # the resumed run is collecting
@@ -121,25 +128,43 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
     RunLock(run_dir).release()  # nobody holds the folder
 
 
+@pytest.fixture(scope="module")
+def failing_run(tmp_path_factory):
+    """A whole run whose epoch 2 raises (injected through a ``sitecustomize`` on its path), started in
+    the background: by the SIGINT test when the test below is also selected, so that it shares the 2
+    cores with that test's runs (one process at a time). Yields the process, its run folder and the
+    file its stderr goes to."""
+    tmp = tmp_path_factory.mktemp("failing")
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\n"
+        "if sys.argv and sys.argv[0].endswith('train.py'):  # the trainer, not its env workers' processes\n"
+        "    from torchrl_deltairis.trainer import Trainer\n"
+        "    _run_epoch = Trainer.run_epoch\n"
+        "    def run_epoch(self, epoch):\n"
+        "        if epoch == 2:\n"
+        "            raise RuntimeError('injected failure in epoch 2')\n"
+        "        return _run_epoch(self, epoch)\n"
+        "    Trainer.run_epoch = run_epoch\n")
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    run_dir, err = tmp / "run", tmp / "stderr"
+    with open(err, "w") as stderr:
+        proc = _cli(run_dir, *RUN, env_extra={"PYTHONPATH": path}, stderr=stderr)
+    yield proc, run_dir, err
+    if proc.poll() is None:  # the test failed before it ended
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.slow
-def test_an_unexpected_error_in_training_stops_the_run_and_its_workers(tmp_path):
+def test_an_unexpected_error_in_training_stops_the_run_and_its_workers(failing_run):
     """A bug, an out-of-memory or any other error raised during an epoch (here injected into epoch 2
     through a ``sitecustomize`` on the run's path) ends the run with its trace and exit status 1 and
     shuts the env workers down: before, the interpreter waited for them at exit, forever."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "from torchrl_deltairis.trainer import Trainer\n"
-        "_run_epoch = Trainer.run_epoch\n"
-        "def run_epoch(self, epoch):\n"
-        "    if epoch == 2:\n"
-        "        raise RuntimeError('injected failure in epoch 2')\n"
-        "    return _run_epoch(self, epoch)\n"
-        "Trainer.run_epoch = run_epoch\n")
-    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
-    run_dir = tmp_path / "run"
-    proc = _cli(run_dir, env_extra={"PYTHONPATH": path})
-    _, err = proc.communicate(timeout=300)
+    proc, run_dir, stderr = failing_run
+    proc.wait(timeout=300)
+    err = stderr.read_text()
     assert proc.returncode == 1 and "RuntimeError: injected failure in epoch 2" in err, err[-3000:]
     assert _group_gone(proc.pid)  # no env worker left behind
     assert int(torch.load(run_dir / "checkpoints" / "state.pt", weights_only=True)["epoch"]) == 1
