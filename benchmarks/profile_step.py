@@ -32,7 +32,7 @@ def step_function(step: str, variant: str, precision: str, memory_format: str, b
     configs = speed._configs_for(variant, tiny)
     if step in ("tokenizer", "world_model"):
         runner = speed.TrainingStep(configs, variant, step, memory_format, device,
-                                    conv_batch_chunk=execution.conv_batch_chunk)
+                                    conv_batch_chunk=execution.conv_batch_chunk, tiny=tiny)
         return lambda: runner.timed(bf16)
     torch.manual_seed(0)
     models = configure_execution(DeltaIrisModels(configs), execution)
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--shapes", action="store_true", help="group by input shapes too")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tiny", action="store_true", help="tiny models: checks the script, measures nothing real")
+    parser.add_argument("--tiny", action="store_true",
+                        help="speed.py's tiny models and segments: checks the script in seconds, "
+                             "measures nothing real")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = step_function(args.step, args.variant, args.precision, args.memory_format, args.batch, args.tiny)

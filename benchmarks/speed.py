@@ -4,7 +4,7 @@ the reference's (SPEC Part D).
     python benchmarks/speed.py --json speed.json         # everything, on the CPU and on the GPU if there is one
     python benchmarks/speed.py --device cuda --steps imagination --json new.json --compare old.json
     python benchmarks/speed.py --load new.json --compare old.json   # compare two saved runs, measure nothing
-    python benchmarks/speed.py --tiny --warmup 0 --repeats 1        # tiny models: checks the script in seconds
+    python benchmarks/speed.py --tiny --warmup 0 --repeats 1        # tiny work: checks the script in seconds
     python benchmarks/speed.py --device cuda --compile --json compiled.json   # the compiled path's rows
 
 One invocation covers every component step (tokenizer, world model, actor-critic) and imagination
@@ -88,13 +88,15 @@ class TrainingStep:
     """One component's training step (loss + backward + clip + AdamW) on fixed synthetic data."""
 
     def __init__(self, configs, variant: str, step: str, memory_format: str, device: torch.device,
-                 precomputed_tokens: bool = False, compile: bool = False, conv_batch_chunk: int | None = None) -> None:
+                 precomputed_tokens: bool = False, compile: bool = False, conv_batch_chunk: int | None = None,
+                 tiny: bool = False) -> None:
         torch.manual_seed(0)
         models = configure_execution(DeltaIrisModels(configs).to(device),
                                      Execution(memory_format=memory_format, conv_batch_chunk=conv_batch_chunk))
         compile_models(models, compile)  # params.common.compile
         key = (variant, step)
-        self.data = synthetic_segments(configs.tokenizer.num_actions, SEQUENCE_LENGTH[key], device)
+        length = TINY_SEQUENCE_LENGTH if tiny else SEQUENCE_LENGTH[key]
+        self.data = synthetic_segments(configs.tokenizer.num_actions, length, device)
         if step == "tokenizer":
             self.loss = TokenizerLoss(models.tokenizer, configs.tokenizer_loss).train()
             self.params = list(models.tokenizer.parameters())
@@ -138,8 +140,8 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     for variant in variants:
         configs = _configs_for(variant, tiny)
         for step, precision in itertools.product(steps, precisions):
-            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile, conv_batch_chunk)
-                       for f in formats}
+            runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile,
+                                       conv_batch_chunk, tiny) for f in formats}
             times: dict[str, list[float]] = {f: [] for f in formats}
             for i in range(warmup + repeats):
                 for f, runner in runners.items():
@@ -164,13 +166,19 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     return results
 
 
-# --tiny: smoke-sized models (configs/params/smoke.yaml's sizes) to check the script, not to measure.
+# --tiny: work small enough to check the script in seconds on any CPU, not to measure: the shipped
+# configs with 4-channel convnets of 3 stages (3 downsamplings, as the real ones: the same token and
+# latent sizes) and a 2-layer transformer, segments of TINY_SEQUENCE_LENGTH frames, and a matmul peak
+# measured on TINY_PEAK_SIZE² matrices (on a CPU without native bf16, bf16 matmuls are emulated at ~0.5
+# GFLOP/s: the full-size bf16 peak alone took over a minute on a 2-core AVX2 EPYC). Imagination keeps its
+# horizon and batches.
 TINY = {"tokenizer": {"codebook_size": 64, "codebook_dim": 16, "encoder_config": {"latent_dim": 16},
                       "decoder_config": {"latent_dim": 4 + 4 + 16}, "frame_cnn_config": {"latent_dim": 4}},
         "world_model": {"latent_vocab_size": 64, "frame_cnn_config": {"latent_dim": 2},
                         "transformer_config": {"num_layers": 2, "num_heads": 4, "embed_dim": 128}},
         "actor_critic": {"lstm_dim": 64, "frame_encoder_config": {"latent_dim": 4}}}
-TINY_CNN = {"num_channels": 32, "mult": [1, 1, 1, 1, 2]}
+TINY_CNN = {"num_channels": 4, "num_groups": 4, "mult": [1, 1, 1], "down": [1, 1, 1]}
+TINY_SEQUENCE_LENGTH, TINY_PEAK_SIZE = 4, 256
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -257,7 +265,8 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}{', tiny models' if args.tiny else ''}",
           flush=True)
-    peaks = {p: roofline.matmul_peak(device, p) for p in args.precisions}
+    size = TINY_PEAK_SIZE if args.tiny else None
+    peaks = {p: roofline.matmul_peak(device, p, size) for p in args.precisions}
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     chunk = resolve_execution(device, conv_batch_chunk=args.conv_batch_chunk).conv_batch_chunk
     print(f"convolutions: {chunk or 'the whole batch'} images per call; imagination and actor-critic in "
@@ -307,7 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wm-precomputed-tokens", action="store_true",
                         help="world model: tokens precomputed outside the step (not SPEC Part D's "
                              "definition; rows marked world_model*)")
-    parser.add_argument("--tiny", action="store_true", help="tiny models: checks the script, measures nothing real")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny models, segments and peak matmul: checks the script in seconds, "
+                             "measures nothing real")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the models' convolutional parts (params.common.compile=true); the "
                              "rows' steps are named <step>+compiled and at least 2 warm-up steps absorb the "

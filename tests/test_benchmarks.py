@@ -198,12 +198,14 @@ def test_speed_compare_two_saved_files(tmp_path):
     assert proc.returncode != 0 and "expected a speed.py --json file" in proc.stderr
 
 
+# The scripts' --tiny work on one thread: tiny models gain nothing from a second one, and on a busy
+# machine OpenMP's spinning threads make their small kernels several times slower.
 @pytest.mark.slow
 def test_speed_tiny_measures_writes_json_and_compares(tmp_path):
     out = tmp_path / "speed.json"
     cmd = [sys.executable, str(BENCH / "speed.py"), "--tiny", "--device", "cpu", "--variants", "atari",
            "--steps", "world_model", "imagination", "--precisions", "fp32", "bf16", "--memory-formats",
-           "contiguous", "--warmup", "0", "--repeats", "1", "--batches", "1", "--json", str(out)]
+           "contiguous", "--warmup", "0", "--repeats", "1", "--batches", "1", "--threads", "1", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["results"]
@@ -259,9 +261,23 @@ def test_runtime_projects_the_schedule_of_a_preset():
     assert runtime.run_name(cfg) == "Atari 100k Breakout"
 
 
+# params=smoke at the smallest budgets that still cross every epoch boundary (as tests/conftest.py's TINY):
+# every epoch collects (batches of 10 steps) and trains each component once on two segments of 4 steps.
+SMOKE_BUDGETS = ("params.collection.train.steps_per_batch=10",
+                 "params.collection.train.config.num_steps_first_epoch=40",
+                 "params.collection.train.config.num_steps=20", "params.training.world_model.sequence_length=4",
+                 *(f"params.training.{c}.batch_num_samples=2" for c in ("tokenizer", "world_model", "actor_critic")),
+                 *(f"params.training.{c}.{k}=1" for c in ("tokenizer", "world_model")
+                   for k in ("steps_first_epoch", "steps_per_epoch")),
+                 "params.training.actor_critic.steps_per_epoch=1")
+
+
 @pytest.mark.slow
 def test_runtime_measures_a_preset_and_prints_its_run_time():
-    proc = subprocess.run([sys.executable, str(BENCH / "runtime.py"), "params=smoke", "params.collection.train.num_envs=1",
+    """One env of each kind, in this process: no env worker processes to start (runtime.py times no test
+    episode; their number only scales the projected evaluation)."""
+    proc = subprocess.run([sys.executable, str(BENCH / "runtime.py"), "params=smoke", *SMOKE_BUDGETS,
+                           "params.collection.train.num_envs=1", "params.collection.test.num_envs=1",
                            "--warmup", "0", "--repeats", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"per update: tokenizer [\d.]+ s, world_model [\d.]+ s, actor_critic [\d.]+ s", proc.stdout)
@@ -270,11 +286,13 @@ def test_runtime_measures_a_preset_and_prints_its_run_time():
 
 @pytest.mark.slow
 def test_atari100k_smoke_end_to_end(tmp_path):
-    """2 games × 1 seed of the real train.py with params=smoke, side by side through the joblib launcher,
+    """2 games × 1 seed of the real train.py with params=smoke (at SMOKE_BUDGETS, 2 train env workers, test
+    episodes of 20 agent steps played one after the other), side by side through the joblib launcher,
     aggregated; the second call launches nothing."""
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, str(BENCH / "atari100k.py"), "--smoke", "--sweep-dir", str(sweep_dir), "--reps", "200",
-           "--launcher", "joblib", "--jobs", "2"]  # side by side: 2 cores
+           "--launcher", "joblib", "--jobs", "2", *SMOKE_BUDGETS,  # side by side: 2 cores
+           "env.test.max_episode_steps=80", "params.collection.test.num_envs=1"]
     env = {**os.environ, "WANDB_SILENT": "true"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -302,7 +320,7 @@ def test_interleaved_refuses_a_folder_that_is_not_the_references_src_in_one_line
 @pytest.mark.parametrize("step", ["tokenizer", "imagination"])
 def test_profile_step_prints_the_operators_of_one_step(step):
     cmd = [sys.executable, str(BENCH / "profile_step.py"), step, "--tiny", "--variant", "atari", "--batch", "2",
-           "--precision", "bf16", "--rows", "5"]
+           "--precision", "bf16", "--rows", "5", "--threads", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Self CPU time total" in proc.stdout and "aten::" in proc.stdout

@@ -2,8 +2,15 @@
 the same greedy imagined tokens, rewards and ends, frames within a level of rounding, and the same
 tokenizer, world-model and actor-critic losses and gradients (within 1e-5). The graphs are captured
 and differentiated as a run does (TorchDynamo + AOTAutograd, backend "aot_eager"); the tokenizer's
-step also goes through TorchInductor's generated CPU code (what `compile: true` runs), which alone
-takes a minute or two to compile on 2 cores, so the other checks skip the code generation."""
+step also goes through TorchInductor's generated CPU code (what `compile: true` runs), the slowest to
+compile, so the other checks skip the code generation.
+
+The models are the Atari fixture's (scalar heads, 2-layer transformer) with one-stage convnets on
+16×16 frames: 16 channels widened to 32 by a residual block (GroupNorm, SiLU, 3×3 convolutions and
+the 1×1 projection of its skip) and one 2× down- or upsampling, so every kind of layer the compiled
+parts hold is there, and the latents (8×8), tokens and frame embeddings keep the fixture's sizes. What
+compiling costs grows with the layers traced and the kernels generated, not with what it proves: on 2
+cores with a cold Inductor cache, the fixture's five-stage 64×64 convnets took about twice as long."""
 
 import copy
 
@@ -11,22 +18,37 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from conftest import small_models
+from conftest import DATA
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.modules.models import COMPILED_PARTS, compile_models
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, build_actor_critic_loss
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
+from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
 pytestmark = pytest.mark.slow
 B, L, H = 4, 6, 5
+S = 16  # frames S×S
+CNN = {"num_channels": 16, "num_groups": 8, "mult": [2], "down": [1]}  # latents S / 2 = 8, as the fixture's
+
+
+def compact_models(seed: int = 0) -> DeltaIrisModels:
+    """The Atari fixture's models (scalar rewards and values) with compact convnets on S×S frames."""
+    config = torch.load(DATA / "atari_small.pt", map_location="cpu", weights_only=True)["config"]
+    config["tokenizer"]["image_size"] = config["world_model"]["image_size"] = S
+    for node in (config["tokenizer"]["encoder_config"], config["tokenizer"]["decoder_config"],
+                 config["tokenizer"]["frame_cnn_config"], config["world_model"]["frame_cnn_config"],
+                 config["actor_critic"]["frame_encoder_config"]):
+        node.update(CNN)
+    torch.manual_seed(seed)
+    return DeltaIrisModels(configs_from_reference(config)).eval()
 
 
 def _pair(backend: str):
-    """(eager, compiled) copies of the same small models (Atari's heads: scalar rewards and values)."""
+    """(eager, compiled) copies of the same compact models."""
     torch._dynamo.reset()
-    eager = small_models("atari_small")
+    eager = compact_models()
     compiled = compile_models(copy.deepcopy(eager), True, backend=backend)
     assert eager.state_dict().keys() == compiled.state_dict().keys()  # compiled in place: checkpoints unchanged
     yield eager, compiled
@@ -46,7 +68,7 @@ def inductor_pair():
 def segments(models, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = models.configs.world_model.num_actions
-    return TensorDict(pixels=torch.randint(0, 256, (2, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+    return TensorDict(pixels=torch.randint(0, 256, (2, L, 3, S, S), dtype=torch.uint8, generator=g),
                       action=torch.randint(0, n, (2, L), generator=g),
                       reward=torch.randint(-1, 2, (2, L), generator=g).float(),
                       terminated=torch.zeros(2, L, dtype=torch.bool), mask_padding=torch.ones(2, L, dtype=torch.bool),
@@ -104,7 +126,7 @@ def test_compiled_greedy_imagination_picks_the_same_tokens(pair):
         env = ImaginationEnv(models.tokenizer, models.world_model, sample=False)
         g = torch.Generator().manual_seed(1)
         n = models.configs.world_model.num_actions
-        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, S, S), dtype=torch.uint8, generator=g),
                          action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
         actions = torch.randint(0, n, (H, B), generator=g)
         td = env.reset(TensorDict({keys.CONTEXT: ctx}, batch_size=[B])).exclude(keys.CONTEXT)
@@ -135,7 +157,7 @@ def test_compiled_actor_critic_loss_equals_eager(pair):
         loss = build_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(gamma=0.995, entropy_weight=0.002))
         g = torch.Generator().manual_seed(2)
         n = models.configs.world_model.num_actions
-        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, 64, 64), dtype=torch.uint8, generator=g),
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, S, S), dtype=torch.uint8, generator=g),
                          action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
         torch.manual_seed(3)  # the policy's samples
         rollout = imagine(env, make_actor(models.actor_critic.model), models.actor_critic, ctx, H)
@@ -152,4 +174,4 @@ def test_the_compiled_parts_are_compiled_and_modes_are_checked(pair):
     _, compiled = pair
     assert all(compiled.get_submodule(path)._compiled_call_impl is not None for path in COMPILED_PARTS)
     with pytest.raises(ValueError, match=r"params.common.compile='fast'; expected one of"):
-        compile_models(small_models("atari_small"), "fast")
+        compile_models(compact_models(), "fast")
