@@ -72,7 +72,9 @@ def _one_step(models, context, actions, action, *, bf16=False, frame=None, token
 def _contexts(models, obs, act):
     burn_in = models.configs.actor_critic_training["burn_in_length"]
     g = torch.Generator().manual_seed(0)
-    for start in range(obs.size(1) - burn_in):  # every context of the fixture's episodes
+    last = obs.size(1) - burn_in - 1
+    for start in (0, last):  # the first and the last context of the fixture's episodes (bf16 is slow on
+        # CPUs without native bf16, where it is emulated)
         action = torch.randint(models.configs.world_model.num_actions, (obs.size(0),), generator=g)
         yield to_uint8_frames(obs[:, start:start + burn_in + 1]), act[:, start:start + burn_in], action
 
