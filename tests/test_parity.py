@@ -2,7 +2,6 @@
 EPYC with traces of every draw, and those made earlier on another CPU without them. Both must pass on
 any CPU: near-ties and rounding ties go either way (torchrl_deltairis/parity.py)."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
