@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,15 +262,7 @@ def test_runtime_projects_the_schedule_of_a_preset():
     assert runtime.run_name(cfg) == "Atari 100k Breakout"
 
 
-# params=smoke at the smallest budgets that still cross every epoch boundary (as tests/conftest.py's TINY):
-# every epoch collects (batches of 10 steps) and trains each component once on two segments of 4 steps.
-SMOKE_BUDGETS = ("params.collection.train.steps_per_batch=10",
-                 "params.collection.train.config.num_steps_first_epoch=40",
-                 "params.collection.train.config.num_steps=20", "params.training.world_model.sequence_length=4",
-                 *(f"params.training.{c}.batch_num_samples=2" for c in ("tokenizer", "world_model", "actor_critic")),
-                 *(f"params.training.{c}.{k}=1" for c in ("tokenizer", "world_model")
-                   for k in ("steps_first_epoch", "steps_per_epoch")),
-                 "params.training.actor_critic.steps_per_epoch=1")
+SMOKE_BUDGETS = TINY[1:]  # conftest's smallest params=smoke budgets that still cross every epoch boundary
 
 
 @pytest.mark.slow
