@@ -149,8 +149,8 @@ def test_auto_layout_is_nhwc_in_fp32_and_under_bf16_autocast():
 
 
 def test_auto_means_chunks_of_16_on_a_cpu_and_whole_batches_on_a_gpu():
-    assert resolve_execution(torch.device("cpu")) == Execution("auto", 16, False)
-    assert resolve_execution(torch.device("cuda")) == Execution("auto", None, False)  # a device type, no GPU needed
+    assert resolve_execution(torch.device("cpu")) == Execution("channels_last", 16, False)
+    assert resolve_execution(torch.device("cuda")) == Execution("contiguous", None, False)  # a device type, no GPU needed
     assert resolve_execution("cpu", "contiguous", None, True) == Execution("contiguous", None, True)
 
 
@@ -162,4 +162,4 @@ def test_a_run_builds_its_models_with_the_configured_execution():
     assert {(n.batch_chunk, n.memory_format) for n in _conv_nets(models)} == {(4, "channels_last")}
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         default = make_models(compose("config", overrides=["params=smoke"]), 17, torch.device("cpu"))
-    assert {(n.batch_chunk, n.memory_format) for n in _conv_nets(default)} == {(16, "auto")}
+    assert {(n.batch_chunk, n.memory_format) for n in _conv_nets(default)} == {(16, "channels_last")}

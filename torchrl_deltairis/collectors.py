@@ -156,6 +156,12 @@ class EpisodeCollector:
                                    policy_device=policy_device if policy_device is not None else env_device,
                                    storing_device=storing_device, trust_policy=True,
                                    auto_register_policy_transforms=False)
+        # TorchRL 0.14.1: with a policy that has a spec, the collector keeps its policy's output keys
+        # as a set; when the policy runs on another device than the envs (a GPU run), each step then
+        # fails in `TensorDict.update(keys_to_update=<set>)` ("unravel_key_list(): incompatible function
+        # arguments"). Its other branches keep a list; so do we (found by tests/test_simulated_device.py).
+        if isinstance(getattr(self.collector, "_policy_output_keys", None), set):
+            self.collector._policy_output_keys = sorted(self.collector._policy_output_keys, key=str)
         self._iterator: Iterator[TensorDictBase] | None = None
         self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
         self.resumed_steps = 0  # steps a killed run stored in the epoch it resumes: the next collect counts them

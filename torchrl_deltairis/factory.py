@@ -19,6 +19,7 @@ from torchrl.envs import EnvBase
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
+from torchrl_deltairis.data.transfer import to_device
 from torchrl_deltairis.envs import env_config, make_batched_env, make_env
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
@@ -308,7 +309,8 @@ def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts:
                         device: torch.device, seed: int, generators: Generators | None = None,
                         ) -> tuple[Callable[[], TensorDictBase], Callable]:
     """``params.training.<name>``'s segments (length, batch, priority): ``(sample, increment_counts)``,
-    ``sample()`` giving a batch [B, L] on ``device``. The sampler's generator is registered in
+    ``sample()`` giving a batch [B, L] on the CPU (the trainer counts its episodes there, then moves it
+    to ``device`` with :func:`~torchrl_deltairis.data.transfer.to_device`). The sampler's generator is registered in
     ``generators`` as ``<name>/segments`` (the checkpoint saves it: a resumed run draws the batches
     the unkilled one would)."""
     if name not in COMPONENTS:
@@ -319,7 +321,7 @@ def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts:
     if generators is not None:
         generators[f"{name}/segments"] = sampler.generator
     buffer = make_segment_buffer(store, sampler, t.batch_num_samples)
-    return (lambda: buffer.sample().to(device)), sampler.increment_counts
+    return buffer.sample, sampler.increment_counts
 
 
 def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
@@ -377,7 +379,7 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     state_spec = recurrent_state_spec(actor_critic.config.lstm_dim, device=device)
     trunk = trunk if trunk is not None else ActorCriticTrunk(actor_critic.model, write_values=False)
     actor = make_actor(trunk)
-    loss = build_actor_critic_loss(actor_critic, loss_cfg)
+    loss = build_actor_critic_loss(actor_critic, loss_cfg)  # its own networks on the models' device
     targets = make_target_updater(loss, loss_cfg.target_ema_decay)
     own = [p for p in loss.parameters() if p.requires_grad
            and all(p is not q for q in actor_critic.model.parameters())]
@@ -429,8 +431,8 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
 
     def context_fn() -> TensorDict:
         segments = sample_segments()
-        increment_counts(segments)  # the Collector, not the trainer, draws these segments
-        context = context_of(segments)
+        increment_counts(segments)  # the Collector, not the trainer, draws these segments (on the CPU)
+        context = context_of(to_device(segments, device))
         h, c = burn_in(net, context.get(keys.PIXELS)[:, :-1])
         return context.update({keys.RECURRENT_STATE_H: h, keys.RECURRENT_STATE_C: c})
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 from tensordict import TensorDictBase
 from tqdm.auto import tqdm
 
+from torchrl_deltairis.data.transfer import to_device
 from torchrl_deltairis.optim import apply_gradients
 
 
@@ -46,8 +47,8 @@ class Component:
     module: nn.Module  # what the optimizer trains (put in train mode while training, eval after)
     loss: nn.Module
     optimizer: torch.optim.Optimizer
-    sample: Callable[[], TensorDictBase]  # a segment batch [B, L] on the training device
-    increment_counts: Callable[[TensorDictBase], object]  # the sampler's per-episode visit counts
+    sample: Callable[[], TensorDictBase]  # a segment batch [B, L], on the CPU (or already on the device)
+    increment_counts: Callable[[TensorDictBase], object]  # the sampler's per-episode visit counts, on the CPU
     schedule: ComponentSchedule
     bf16: bool = False  # bf16 autocast (tokenizer and world model, as the reference)
     after_update: Callable[[], None] | None = None  # e.g. the actor-critic's target EMA update
@@ -84,6 +85,14 @@ class Component:
         """What the optimizer steps (the module's, plus a loss's own such as a Q head)."""
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
+    def _sample(self, epoch: int, device: torch.device) -> TensorDictBase:
+        """A batch on ``device``; its episodes are counted first, on the CPU where the counts live (as
+        the reference, counts only move from the second epoch on)."""
+        batch = self.sample()
+        if epoch > 1:
+            self.increment_counts(batch)
+        return to_device(batch, device)
+
     def train_epoch(self, epoch: int, device: torch.device, progress: bool = True) -> dict[str, float]:
         """Runs this epoch's updates; returns the mean of every loss term and metric, ``<name>/...``."""
         steps = self.schedule.steps_at(epoch)
@@ -96,22 +105,18 @@ class Component:
         n = 0
         for _ in tqdm(range(steps), desc=f"epoch {epoch} {self.name}", disable=not progress, leave=False):
             if self.updates is not None:
-                batch = self.sample()
+                batch = self._sample(epoch, device)
                 loss_input = self.prepare(batch) if self.prepare is not None else batch
                 for piece in self.updates(loss_input):
                     self._backward(piece, device, sums, 1)
                     self._apply()
                     n += 1
-                if epoch > 1:
-                    self.increment_counts(batch)
                 continue
             for _ in range(self.schedule.grad_acc_steps):
-                batch = self.sample()
+                batch = self._sample(epoch, device)
                 loss_input = self.prepare(batch) if self.prepare is not None else batch
                 self._backward(loss_input, device, sums, self.schedule.grad_acc_steps)
                 n += 1
-                if epoch > 1:  # as the reference: counts only move from the second epoch on
-                    self.increment_counts(batch)
             self._apply()
         self.module.eval()
         self.loss.eval()

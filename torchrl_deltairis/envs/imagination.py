@@ -215,7 +215,7 @@ class ImaginationEnv(ModelBasedEnvBase):
         c = world_model.config
         pixels = Bounded(0, _LEVELS, shape=(*batch, c.image_channels, c.image_size, c.image_size),
                          dtype=torch.uint8, device=device)
-        states = {k: v.expand(*batch, *v.shape)
+        states = {k: v.expand(*batch, *v.shape).to(device)  # on the models' device, wherever it was built
                   for k, v in (policy_state_spec or Composite()).items(True, True)}
         self.policy_state_keys = list(states)
         self.observation_spec = Composite({keys.PIXELS: pixels, **states}, shape=batch, device=device)

@@ -101,7 +101,9 @@ def resolve_execution(device: torch.device, memory_format: str = "auto", conv_ba
                       imagination_bf16: bool = False) -> Execution:
     """The :class:`Execution` for ``device``: ``conv_batch_chunk`` auto becomes 16 images on a CPU and the
     whole batch on a GPU, the fastest measured (benchmarks/speed.py); ``memory_format`` auto runs NHWC
-    activations. Bad values raise naming the config key."""
+    activations on a CPU (oneDNN's fastest, measured) and NCHW elsewhere: on CUDA, PyTorch's GroupNorm
+    kernels are written for NCHW (a channels_last input is made contiguous inside, both ways), and NHWC
+    has not been measured there. Bad values raise naming the config key."""
     device = torch.device(device)
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"params.common.memory_format={memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
@@ -110,6 +112,8 @@ def resolve_execution(device: torch.device, memory_format: str = "auto", conv_ba
         raise ValueError(f"params.common.conv_batch_chunk={conv_batch_chunk!r}; expected auto, null or a positive int")
     if not isinstance(imagination_bf16, bool):
         raise ValueError(f"params.training.imagination_bf16={imagination_bf16!r}; expected true or false")
+    if memory_format == "auto":
+        memory_format = "channels_last" if device.type == "cpu" else "contiguous"
     return Execution(
         memory_format=memory_format,
         conv_batch_chunk=(CPU_CONV_BATCH_CHUNK if device.type == "cpu" else None) if conv_batch_chunk == "auto"

@@ -284,7 +284,8 @@ class QValueHead(TensorDictModuleBase):
                  state_keys: tuple[str, str] = (keys.RECURRENT_STATE_H, keys.RECURRENT_STATE_C)) -> None:
         super().__init__()
         self.net, self.state_keys = net, tuple(state_keys)
-        self.head = torch.nn.Linear(net.config.lstm_dim, net.config.num_actions)
+        # on the network's device: the loss then makes its target copies there too
+        self.head = torch.nn.Linear(net.config.lstm_dim, net.config.num_actions, device=next(net.parameters()).device)
         torch.nn.init.zeros_(self.head.weight), torch.nn.init.zeros_(self.head.bias)
         self.in_keys, self.out_keys = [keys.PIXELS, *self.state_keys], [out_key]
 
