@@ -68,7 +68,7 @@ def _stand_ins() -> None:
 class Reference:
     """The reference's tokenizer, world model, actor-critic and imagination env, built from its config."""
 
-    def __init__(self, src: Path, variant: str, seed: int = 0) -> None:
+    def __init__(self, src: Path, variant: str, seed: int = 0, device: torch.device = torch.device("cpu")) -> None:
         if not (src / "models" / "world_model.py").is_file():
             raise SystemExit(f"error: --reference {src} is not the reference's src/ folder (no models/world_model.py)")
         _stand_ins()
@@ -92,9 +92,10 @@ class Reference:
         self.num_actions = NUM_ACTIONS[variant]
         p.tokenizer.num_actions = p.world_model.num_actions = p.actor_critic.model.num_actions = self.num_actions
         torch.manual_seed(seed)
-        self.tokenizer = Tokenizer(instantiate(p.tokenizer))
-        self.world_model = WorldModel(instantiate(p.world_model))
-        self.actor_critic = ActorCritic(instantiate(p.actor_critic))
+        self.device = device
+        self.tokenizer = Tokenizer(instantiate(p.tokenizer)).to(device)
+        self.world_model = WorldModel(instantiate(p.world_model)).to(device)
+        self.actor_critic = ActorCritic(instantiate(p.actor_critic)).to(device)
         lr, tr = p.training.learning_rate, p.training
         self.optimizers = {
             "tokenizer": configure_optimizer(self.tokenizer, lr, tr.tokenizer.weight_decay),
@@ -110,8 +111,9 @@ class Reference:
         obs = torch.randint(0, 256, (b, t, 3, 64, 64), generator=g, dtype=torch.uint8).float().div(255)
         act = torch.randint(0, self.num_actions, (b, t), generator=g)
         rew = (torch.rand(b, t, generator=g) < 0.05).float()
-        return self.Batch(obs, act, rew, torch.zeros(b, t, dtype=torch.long), torch.ones(b, t, dtype=torch.bool),
-                          [self.SegmentId(i, 0, t) for i in range(b)])
+        d = self.device
+        return self.Batch(obs.to(d), act.to(d), rew.to(d), torch.zeros(b, t, dtype=torch.long, device=d),
+                          torch.ones(b, t, dtype=torch.bool, device=d), [self.SegmentId(i, 0, t) for i in range(b)])
 
     def training_step(self, component: str, batch_size: int):
         """A function that times one training step of ``component`` under bf16 autocast or not."""
@@ -123,13 +125,15 @@ class Reference:
             getattr(self, other).train(other == component)
 
         def timed(bf16: bool) -> float:
+            _sync(self.device)
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 losses, _ = module.compute_loss(data, **kwargs)
             losses.loss_total.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
             optimizer.step()
             optimizer.zero_grad()
+            _sync(self.device)
             return time.perf_counter() - start
         return timed
 
@@ -137,16 +141,18 @@ class Reference:
         """A function that times a reset from a 6-frame context and H random-action steps."""
         self.tokenizer.eval(), self.world_model.eval()
         context = self.batch(batch_size, self.burn_in + 1)
-        env = self.WorldModelEnv(self.tokenizer, self.world_model, torch.device("cpu"))
+        env = self.WorldModelEnv(self.tokenizer, self.world_model, self.device)
         actions = torch.randint(0, self.num_actions, (self.horizon, batch_size, 1),
-                                generator=torch.Generator().manual_seed(self.seed))
+                                generator=torch.Generator().manual_seed(self.seed)).to(self.device)
 
         def timed(bf16: bool) -> float:
+            _sync(self.device)
             start = time.perf_counter()
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 env.reset_from_past(context.observations, context.actions[:, :-1])
                 for t in range(self.horizon):
                     env.step(actions[t])
+            _sync(self.device)
             return time.perf_counter() - start
         return timed
 
@@ -154,12 +160,13 @@ class Reference:
 class Ours:
     """Our steps on the same work, as speed.py builds them, in the presets' execution (auto)."""
 
-    def __init__(self, variant: str, compile: bool = False) -> None:
-        self.variant, self.device, self.compile = variant, torch.device("cpu"), compile
+    def __init__(self, variant: str, compile: bool = False, device: torch.device = torch.device("cpu")) -> None:
+        self.variant, self.device, self.compile = variant, device, compile
         self.configs = speed._configs_for(variant)
         self.execution = resolve_execution(self.device)
         torch.manual_seed(0)
-        self.models = compile_models(configure_execution(DeltaIrisModels(self.configs), self.execution), compile)
+        self.models = compile_models(configure_execution(DeltaIrisModels(self.configs).to(device), self.execution),
+                                     compile)
 
     def training_step(self, component: str):
         if component == "actor_critic":
@@ -173,6 +180,11 @@ class Ours:
     def imagination(self, batch_size: int):
         run = speed_imagination.ImaginationRun(self.models, self.variant, batch_size, self.device)
         return lambda bf16: run.timed("rollout", bf16)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # the kernels queued so far are part of the step timed
+        torch.cuda.synchronize(device)
 
 
 def interleave(ref_timed, our_timed, bf16: bool, warmup: int, repeats: int) -> dict:
@@ -216,15 +228,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
     parser.add_argument("--compile", action="store_true",
                         help="ours with params.common.compile=true (rows <work>+compiled; warm-up at least 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: both run there (benchmarks/gpu_check.sh)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON to this path")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     if args.compile:
         args.warmup = max(args.warmup, 2)  # the first turns compile (a second grad or train mode recompiles)
     torch.set_num_threads(args.threads)
-    reference, ours = Reference(args.reference.resolve(), args.variant), Ours(args.variant, args.compile)
+    reference = Reference(args.reference.resolve(), args.variant, device=device)
+    ours = Ours(args.variant, args.compile, device)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
-    print(f"{args.variant}: the reference ({args.reference}) and ours in turns, {args.threads} threads, "
+    if device.type == "cuda":
+        cpu = f"{torch.cuda.get_device_name(device)} (host CPU {cpu})"
+    print(f"{args.variant}: the reference ({args.reference}) and ours in turns on {device}, {args.threads} threads, "
           f"torch {torch.__version__}, CPU {cpu}; ratio = reference time / ours (median over repetitions, range)",
           flush=True)
     print("| variant | work | precision | reference | ours | reference / ours |\n|---|---|---|---|---|---|", flush=True)

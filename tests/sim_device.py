@@ -122,21 +122,24 @@ class SimTensor(torch.Tensor):
             return SimTensor(out)
         mixed_ok = func in _COPIES
         first = args[0] if args else None
-        index_ok = func in _INDEXING and isinstance(first, SimTensor)
 
         def unwrap(x):
             if isinstance(x, SimTensor):
                 return x.inner
             if isinstance(x, torch.Tensor) and x.device.type == "meta":
                 raise RuntimeError(f"simulated device: a tensor without data on the meta device reached {func}")
-            if isinstance(x, torch.Tensor) and x.dim() > 0 and not (mixed_ok or index_ok):
+            if isinstance(x, torch.Tensor) and x.dim() > 0 and not mixed_ok:
                 raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
                                    f"devices, cuda:0 and {x.device}! (simulated device, in {func})")
             return x
 
         if func is torch.ops.aten.copy_.default and not isinstance(first, SimTensor):
             SYNCS["to_cpu"] += 1
-        out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+        if func in _INDEXING and isinstance(first, SimTensor):  # CPU index tensors are fine: unwrap them loosely
+            indices = tree_map(lambda x: x.inner if isinstance(x, SimTensor) else x, args[1])
+            out = func(unwrap(first), indices, *tree_map(unwrap, args[2:]), **tree_map(unwrap, kwargs))
+        else:
+            out = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
         if func is torch.ops.aten.copy_.default and not isinstance(first, SimTensor):
             return first  # a CPU destination stays a CPU tensor
         if func in (torch.ops.aten.copy_.default,) or (func._schema.is_mutable and isinstance(first, SimTensor)
@@ -144,11 +147,6 @@ class SimTensor(torch.Tensor):
             return first
         return tree_map(lambda x: SimTensor(x) if isinstance(x, torch.Tensor) and not isinstance(x, SimTensor)
                         and x.device.type == "cpu" else x, out)
-
-
-def to_sim(t: torch.Tensor) -> torch.Tensor:
-    return t if isinstance(t, SimTensor) else SimTensor(t.detach().requires_grad_(t.requires_grad)
-                                                        if t.is_leaf else t)
 
 
 class SimDeviceMode(TorchFunctionMode):
@@ -161,15 +159,11 @@ class SimDeviceMode(TorchFunctionMode):
             self_, rest = args[0], args[1:]
             device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*rest, **kwargs)
             if _is_sim_device(device):
-                plain = self_.inner if isinstance(self_, SimTensor) else self_
-                with torch._C.DisableTorchFunctionSubclass():
-                    moved = plain.to(dtype=dtype or plain.dtype, memory_format=memory_format or torch.preserve_format,
-                                     copy=bool(kwargs.get("copy", False)))
-                if isinstance(self_, SimTensor) and moved is plain:
-                    return self_
-                if self_.requires_grad and not isinstance(self_, SimTensor):
-                    return _ToSim.apply(moved)
-                return SimTensor(moved)
+                layout = dict(dtype=dtype or self_.dtype, memory_format=memory_format or torch.preserve_format)
+                if isinstance(self_, SimTensor):  # already there: a dtype or layout change at most (autograd's)
+                    return func(self_, **layout, copy=bool(kwargs.get("copy", False)))
+                moved = self_.to(**layout, copy=True)  # another device: always a copy, as CUDA's
+                return _ToSim.apply(moved) if moved.requires_grad else SimTensor(moved)
         if func is torch.Tensor.cuda:
             return self.__torch_function__(torch.Tensor.to, types, (args[0], DEVICE), {})
         if func is torch.Tensor.__setitem__ and isinstance(args[0], SimTensor) and isinstance(args[2], (int, float, bool)):

@@ -40,6 +40,13 @@ def test_the_simulated_device_keeps_cuda_rules():
         y = torch.zeros(2, 3)
         y.copy_(x)  # copies between devices are allowed
         assert type(y) is torch.Tensor and torch.equal(y, x.cpu())
+        a = torch.zeros(3)
+        b = a.to(device)
+        b += 1
+        assert a.sum() == 0  # a move between devices copies
+        w = torch.ones(3, requires_grad=True)
+        (w.to(device) * 2).sum().backward()  # gradients flow back to the CPU
+        assert w.grad.tolist() == [2.0, 2.0, 2.0]
         x[0, 1:] = 7  # the value is made on the device side, with its data
         assert x.cpu()[0].tolist() == [0.0, 7.0, 7.0]
         net = torch.nn.Conv2d(3, 4, 3).to(device)
