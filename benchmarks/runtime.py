@@ -114,7 +114,8 @@ def run_name(cfg: DictConfig) -> str:
 def measure(cfg: DictConfig, warmup: int, repeats: int, progress: bool = True) -> Costs:
     """Builds the run in a temporary folder and times its pieces (see the module docstring)."""
     folder = Path(tempfile.mkdtemp(prefix="deltairis-runtime-"))
-    trainer = build_trainer(cfg, folder, train_script=ROOT / "train.py", progress=progress)
+    # a few batches are stored, not the schedule's stores: no disk check (a Crafter run needs ~131 GB)
+    trainer = build_trainer(cfg, folder, train_script=ROOT / "train.py", progress=progress, check_disk=False)
     try:
         device = trainer.device
         col = cfg.params.collection.train

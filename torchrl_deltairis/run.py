@@ -29,6 +29,8 @@ from torchrl_deltairis.envs.atari import human_normalized_score
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
 from torchrl_deltairis.factory import (
     Generators,
+    capacity_of_test_store,
+    check_disk_space,
     collection_schedule,
     initialize_models,
     make_actor_critic_component,
@@ -181,8 +183,7 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
         store = EpisodeStore(static / "test")
     else:
         env = make_batched_env(OmegaConf.to_container(cfg.env.test, resolve=True), test.num_envs, seed=seed + 10_000)
-        store = EpisodeStore(run_dir / "dataset" / "test",
-                             capacity=int(cfg.params.collection.get("test_capacity", 2_000_000)))
+        store = EpisodeStore(run_dir / "dataset" / "test", capacity=capacity_of_test_store(cfg))
         collector = make_collector(env, trunk, store, test, steps_per_batch=cfg.params.collection.train.steps_per_batch,
                                    device=device, epsilon=test.config.epsilon)
     training = cfg.params.training
@@ -228,14 +229,20 @@ def make_evaluate(cfg: DictConfig, run_dir: Path, models: DeltaIrisModels, trunk
     return evaluate, collector, store
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool = True) -> Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool = True,
+                  check_disk: bool = True) -> Trainer:
     """Everything of a run, restored from ``checkpoints/`` when ``params.common.resume`` is set.
 
-    Whatever can fail on the config (env ids, device, checkpoint, logger) fails before any env
-    process starts; if building fails later, the processes already started are shut down."""
+    Whatever can fail on the config (env ids, device, checkpoint, logger, the disk space the episode
+    stores will need by the end of the schedule) fails before any env process starts; if building
+    fails later, the processes already started are shut down. ``check_disk=False``: for a caller that
+    stores a few batches only (benchmarks/runtime.py), not the schedule."""
     validate_config(cfg)
     lock = RunLock(run_dir)  # before anything is read or written: one process per run folder
     try:
+        warning = check_disk_space(cfg, run_dir) if check_disk else None  # a resume: what the folder holds counts
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         return _build(cfg, run_dir, train_script, progress, lock)
     except BaseException:
         lock.release()

@@ -38,12 +38,13 @@ next batch of every env row starts a new episode; the unfinished ones stay sampl
 process per store; reading the store while another process writes it is not supported.
 """
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
@@ -54,6 +55,49 @@ from torchrl_deltairis.data.episode_index import EpisodeIndex, assign_episodes
 
 FORMAT = 1
 PADDING_ROW = 0  # the all-zero row that padded segment positions read
+
+
+def _with_episodes(steps: TensorDictBase, assigned) -> TensorDictBase:
+    """The ``episode`` and ``step`` columns of an ``assign_episodes`` result, added to ``steps``."""
+    steps[keys.EPISODE] = assigned.episode
+    steps[keys.STEP] = assigned.step
+    return steps
+
+
+def bytes_per_step(frame_shape: tuple[int, ...]) -> int:
+    """Bytes one stored step takes in the memmap files, for frames of ``frame_shape`` (C, H, W): the
+    sum over the columns ``add_batch`` writes (``keys.STORE_KEYS``) of their item sizes, measured on
+    one step built by the same code (``steps_from_batch``, then the episode columns). Crafter's
+    (3, 64, 64): 12,318 (12,288 of frame, 30 of action, reward, flags, episode and step)."""
+    flag = torch.zeros(1, 1, dtype=torch.bool)
+    one = TensorDict({keys.PIXELS: torch.zeros(1, 1, *frame_shape, dtype=torch.uint8),
+                      keys.ACTION: torch.zeros(1, 1, dtype=torch.int64), keys.NEXT_REWARD: torch.zeros(1, 1),
+                      keys.NEXT_TERMINATED: flag, keys.NEXT_TRUNCATED: flag}, batch_size=[1, 1])
+    steps, done = steps_from_batch(one, None)
+    no_episode = torch.full((1,), -1, dtype=torch.int64)
+    steps = _with_episodes(steps, assign_episodes(done, no_episode, torch.zeros(1, dtype=torch.int64), 0))
+    return sum(column.element_size() * column.numel() for column in steps.values(True, True))
+
+
+def store_bytes(num_steps: int, frame_shape: tuple[int, ...]) -> int:
+    """Disk bytes of a store holding ``num_steps`` steps: the padding row and the steps, each
+    ``bytes_per_step`` (the memmap files are sparse: rows never written take no space; nothing at all
+    before the first step). What a file system allocates differs by less than one block per file
+    (the rounding of each file to whole blocks, and the three small JSON records)."""
+    return (PADDING_ROW + 1 + num_steps) * bytes_per_step(frame_shape) if num_steps > 0 else 0
+
+
+def allocated_bytes(directory: str | Path) -> int:
+    """Disk bytes the files under ``directory`` take (allocated blocks, not apparent sizes: a
+    store's sparse files count only the rows written); 0 when it does not exist."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:  # a temporary file replaced meanwhile
+                pass
+    return total
 
 
 class EpisodeStore:
@@ -184,8 +228,7 @@ class EpisodeStore:
                 )
             self._end_open_episodes(num_envs)
         assigned = assign_episodes(done, self._open_episode, self._open_length, self.num_episodes, keep)
-        steps[keys.EPISODE] = assigned.episode
-        steps[keys.STEP] = assigned.step
+        steps = _with_episodes(steps, assigned)
         flat = steps.reshape(-1)  # env-major: each env row's steps stay contiguous on disk
         if keep is not None:
             flat = flat[keep.reshape(-1)]
@@ -195,6 +238,7 @@ class EpisodeStore:
         if self._num_rows == 0:  # first write ever: lay out the files, then the padding row
             self.buffer.extend(torch.zeros_like(flat[:1]))
             self._num_rows = 1
+        self._reserve(self._num_rows, flat.numel())
         rows = self.buffer.extend(flat)
         assert int(rows[0]) == self._num_rows and rows.numel() == flat.numel(), (rows, self._num_rows)
         self._index.append(flat[keys.EPISODE], flat[keys.STEP], flat[keys.TERMINATED] | flat[keys.TRUNCATED])
@@ -216,6 +260,24 @@ class EpisodeStore:
         if not self.storage.initialized:
             return None
         return tuple(self.storage.get(PADDING_ROW).get(keys.PIXELS).shape)
+
+    def _reserve(self, start: int, count: int) -> None:
+        """Allocates the disk blocks of rows ``start .. start + count - 1`` in every memmap file
+        (``posix_fallocate``) before they are written through the memory maps. On a full disk the
+        write then fails here with ``OSError(ENOSPC)`` naming the file, which the CLI reports in one
+        line, instead of the kernel killing the process with SIGBUS at the first page it cannot back
+        (nothing is committed either way). Only the padding row, laid out by a store's first write,
+        is written without it."""
+        for key, column in self.storage.get(PADDING_ROW).items():
+            size = column.numel() * column.element_size()
+            path = self._storage_dir / f"{key}.memmap"
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, start * size, count * size)
+            except OSError as err:
+                raise OSError(err.errno, os.strerror(err.errno), str(path)) from None
+            finally:
+                os.close(fd)
 
     def _commit(self) -> None:
         if self.durable:
@@ -250,9 +312,16 @@ class EpisodeStore:
         if self.storage.initialized:
             self.storage._len = num_rows  # what TorchRL's loads sets (it has no public setter), and
             self.storage._bump_mutation_revision()  # the cache invalidation that loads does
-        else:
+        else:  # TorchRL's record is rewritten only when it differs (a kill between the two records of
+            # a commit): reopening a store on a full disk, to read its committed steps, writes nothing
             torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}
-            write_json_atomic(self._storage_dir / "storage_metadata.json", torchrl_record)
+            record_path = self._storage_dir / "storage_metadata.json"
+            try:
+                current = read_json(record_path)
+            except (OSError, ValueError):
+                current = None
+            if current != torchrl_record:
+                write_json_atomic(record_path, torchrl_record)
             self.storage.loads(self._storage_dir)
         self._writer.load_state_dict({"_cursor": num_rows, "_write_count": num_rows})
         columns = self.storage.get(slice(PADDING_ROW + 1, num_rows))
