@@ -4,9 +4,13 @@ this machine's measured matmul rate in a precision, for ``benchmarks/speed.py``'
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -57,3 +61,144 @@ def describe(row: dict) -> str:
         return ""
     return (f"{row['gflop']:.2f} GFLOP, {row['gflop_per_s']:.0f} GFLOP/s = "
             f"{100 * row['share_of_peak']:.0f} % of {row['peak_gflop_per_s']:.0f}")
+
+
+# ---------------------------------------------------------------- launches and host syncs, counted on any device
+# At Δ-IRIS's batch sizes a GPU waits on kernel launches and on its host, not on FLOPs; both can be counted
+# on a CPU. Launches: the ATen operations dispatched (views and other metadata-only operations included: an
+# upper bound, the proxy). Host syncs: the operations whose result the host must wait for on a GPU.
+aten = torch.ops.aten
+SYNCING_OPS = {aten._local_scalar_dense.default,  # .item(), bool(t), float(t), int(t), `if t:`
+               aten.nonzero.default, aten.is_nonzero.default, aten.masked_select.default,
+               aten._unique2.default, aten.unique_consecutive.default, aten.equal.default}
+# Reads of a tensor's data that dispatch nothing on a CPU tensor (a device→host copy on a GPU), counted
+# one each; torch.tensor(data, device=...) of host data: a blocking host→device copy on a GPU (copy_
+# without non_blocking waits for the stream), counted where it names a device.
+_READS = {torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.__array__}
+_FROM_HOST_DATA = {torch.tensor, torch.as_tensor, torch.asarray}
+# Argument checks that read the data on a CPU only (CUDA relies on a device-side assert): not counted.
+_CPU_ONLY_CHECKS = {torch.nn.functional.one_hot}
+_COPIES = {aten._to_copy.default, aten.copy_.default}
+
+
+@dataclass
+class Dispatched:
+    """What one piece of work dispatched: ``ops`` ATen operations, ``syncs`` host syncs by operation."""
+
+    ops: int = 0
+    syncs: Counter = field(default_factory=Counter)
+
+    @property
+    def num_syncs(self) -> int:
+        return sum(self.syncs.values())
+
+
+class _Counting:
+    """State shared by the two modes of :func:`count_dispatch`."""
+
+    def __init__(self, host_tensors: Iterable[torch.Tensor], cpu_run: bool) -> None:
+        self.host, self.cpu_run, self.quiet = {id(t) for t in host_tensors}, cpu_run, 0
+        self.result = Dispatched()
+
+    def on_device(self, t: object) -> bool:
+        """Whether ``t`` is device memory: on a CPU run, every CPU tensor but the listed host ones."""
+        return (isinstance(t, torch.Tensor) and id(t) not in self.host
+                and (t.device.type != "cpu" or self.cpu_run))
+
+    def sync(self, name: str) -> None:
+        self.result.syncs[name] += 1
+
+
+class _FunctionCounter(TorchFunctionMode):
+    def __init__(self, state: _Counting) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        s = self.state
+        counted = func in _CPU_ONLY_CHECKS
+        if func in _READS and s.on_device(args[0]):
+            s.sync(f"Tensor.{func.__name__}")
+            counted = True
+        elif func in _FROM_HOST_DATA and args and not isinstance(args[0], torch.Tensor):
+            device = kwargs.get("device")
+            if device is not None and (s.cpu_run or torch.device(device).type != "cpu"):
+                s.sync(f"torch.{func.__name__}(host data, device)")
+                counted = True
+        s.quiet += counted  # what runs inside is counted above (or not at all), not as syncs again
+        try:
+            return func(*args, **kwargs)
+        finally:
+            s.quiet -= counted
+
+
+class _DispatchCounter(TorchDispatchMode):
+    def __init__(self, state: _Counting) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        s = self.state
+        s.result.ops += 1
+        if not s.quiet:
+            if func in SYNCING_OPS and s.on_device(args[0]):
+                s.sync(str(func.overloadpacket.__name__))
+            elif func in _COPIES and not s.cpu_run:  # between host and device: seen on a GPU only
+                if func is aten.copy_.default:  # copy_(dst, src, non_blocking=False)
+                    src, dst = args[1], args[0].device
+                    non_blocking = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+                else:  # _to_copy(src, *, dtype, device, non_blocking, ...)
+                    src, dst = args[0], torch.device(kwargs.get("device") or args[0].device)
+                    non_blocking = kwargs.get("non_blocking", False)
+                if src.device.type != "cpu" and dst.type == "cpu":
+                    s.sync("copy device->host")
+                elif src.device.type == "cpu" and dst.type != "cpu" and not non_blocking:
+                    s.sync("copy host->device (blocking)")
+        return func(*args, **kwargs)
+
+
+def count_dispatch(work: Callable[[], object], host_tensors: Iterable[torch.Tensor] = (),
+                   device: torch.device | str = "cpu") -> Dispatched:
+    """ATen operations and host syncs of one call of ``work`` on ``device`` (a pass that is not timed).
+
+    On a GPU the syncs are exact: reads of device tensors (``.item()``, ``bool()``, ``.tolist()``,
+    ``nonzero``, ``masked_select``, ``unique``), device→host copies and blocking host→device ones. On a
+    CPU every tensor stands for device memory but ``host_tensors`` (those a GPU run keeps on the host,
+    e.g. :func:`optimizer_host_tensors`); a copy between host and device cannot be seen there, so the CPU
+    count is that of the reads above plus ``torch.tensor(data, device=...)``: the GPU's, short of
+    ``.to(device)`` / ``.cpu()`` calls. The CPU-only range checks of ``one_hot`` are not counted."""
+    state = _Counting(host_tensors, torch.device(device).type == "cpu")
+    with _FunctionCounter(state), _DispatchCounter(state):
+        work()
+    return state.result
+
+
+def optimizer_host_tensors(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The step counters of the optimizers' states that live on the host on every device (not
+    ``capturable`` or ``fused``): ``.item()`` of them waits for nothing (Adam reads them each step)."""
+    out = []
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            if group.get("capturable") or group.get("fused"):
+                continue
+            for p in group["params"]:
+                step = optimizer.state.get(p, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    out.append(step)
+    return out
+
+
+def annotate_dispatch(row: dict, counted: Dispatched, per: int = 1) -> dict:
+    """Adds ``ops_per_step``, ``syncs_per_step`` (``counted`` over ``per`` steps) and ``syncs_by_op``."""
+    return {**row, "ops_per_step": counted.ops / per, "syncs_per_step": counted.num_syncs / per,
+            "syncs_by_op": dict(counted.syncs)}
+
+
+def describe_dispatch(row: dict) -> str:
+    """"1632 ops, 1 sync" per step, for a printed line."""
+    if "ops_per_step" not in row:
+        return ""
+    syncs = row["syncs_per_step"]
+    return f"{row['ops_per_step']:g} ops, {syncs:g} sync{'' if syncs == 1 else 's'}"

@@ -16,9 +16,10 @@ with one version of the code, save the JSON, and run the other version with ``--
 
 Work definitions of SPEC Part D, so that the numbers compare side by side: the shipped full-size
 Crafter / Atari configs (the manifests in tests/data hold them); synthetic uint8 frames and random
-actions; one step = loss + backward + gradient clipping at 10 + AdamW step. Tokenizer: 2 segments × 21
-frames. World model: 2 × 21 (Crafter) / 2 × 26 (Atari), its tokens computed by the frozen tokenizer
-inside the step (as the reference does). Median of 4 timed steps after 1 warm-up,
+actions; one step = loss + backward + gradient clipping at 10 + AdamW step (``optim.apply_gradients``,
+as the trainer: skipped where the gradients are not finite). Tokenizer: 2 segments × 21 frames. World
+model: 2 × 21 (Crafter) / 2 × 26 (Atari), its tokens computed by the frozen tokenizer inside the step
+(as the reference does). Median of 4 timed steps after 1 warm-up,
 ``torch.set_num_threads(2)``. The actor-critic step and imagination (steps/s at batch 1, 16, 64, with
 the share of TorchRL/TensorDict overhead) are defined in ``benchmarks/speed_imagination.py``.
 The reference figures were measured on the 2-thread CPU; compare them to
@@ -30,6 +31,17 @@ step by step: ``auto`` (the presets' choice: NHWC activations, in fp32 and bf16)
 step run in the first. ``--conv-batch-chunk`` (params.common.conv_batch_chunk, default auto: 16 images
 per convolution call on a CPU) applies to all. ``--wm-precomputed-tokens`` times the world-model step
 with its tokens given in the batch (rows ``world_model*``), i.e. without the tokenizer's encoder pass.
+
+Launches and host syncs: a GPU at Δ-IRIS's batch sizes waits on kernel launches and on its host more
+than on FLOPs, and both are counted on any device, in one more pass that is not timed
+(``roofline.count_dispatch``): each row's ``ops_per_step``, the ATen operations dispatched per step
+(a proxy for launches), and ``syncs_per_step``, the host syncs (``.item()``, ``bool()``, ``.tolist()``,
+``nonzero``, ``masked_select``, ``unique``, copies to the host, ``torch.tensor(data, device=...)``),
+with ``syncs_by_op``. On a CPU a copy between host and device cannot be seen: there the count is that
+of the data reads (the optimizer's step counters, on the host on a GPU too, left out). Imagination rows:
+per imagined step of the whole batch through ``env.rollout``, beside the reset before them
+(``reset_ops``, ``reset_syncs``). The optimizers run their per-parameter loops on a CPU and ``foreach``
+kernels on a GPU: the CPU's op count of an update is the higher.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from torchrl_deltairis.modules.models import (
     resolve_execution,
 )
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
+from torchrl_deltairis.optim import apply_gradients
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -120,12 +133,15 @@ class TrainingStep:
             out = self.loss(self.data)
             total = sum(v for k, v in out.items() if k.startswith("loss_"))
         total.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM)  # the trainer's update: clip, finite check, step
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def dispatched(self, bf16: bool) -> roofline.Dispatched:
+        """The ATen operations and host syncs of one step (a pass that is not timed)."""
+        return roofline.count_dispatch(lambda: self.timed(bf16), roofline.optimizer_host_tensors(self.optimizer),
+                                       self.device)
 
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
@@ -149,6 +165,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
                     if i >= warmup:
                         times[f].append(seconds)
             flops = roofline.count_flops(lambda: next(iter(runners.values())).timed(bf16=precision == "bf16"))
+            dispatched = {f: runner.dispatched(bf16=precision == "bf16") for f, runner in runners.items()}
             del runners
             ref = REFERENCE_SECONDS[(variant, step)][0 if precision == "fp32" else 1]
             name = f"{step}*" if precomputed_tokens and step == "world_model" else step
@@ -160,9 +177,11 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
                            reference_seconds_cpu=ref, speedup_vs_reference=ref / median)
                 if peaks:
                     row = roofline.annotate(row, flops, median, peaks[precision])
+                row = roofline.annotate_dispatch(row, dispatched[f])
                 results.append(row)
                 print(f"  {variant:8s} {name:12s} {precision:5s} {f:14s} {median:7.3f} s "
-                      f"(reference {ref:.2f} s) {roofline.describe(row)}", flush=True)
+                      f"(reference {ref:.2f} s) {roofline.describe_dispatch(row)}; {roofline.describe(row)}",
+                      flush=True)
     return results
 
 
@@ -206,12 +225,19 @@ def _configs_for(variant: str, tiny: bool = False):
 
 def format_table(results: list[dict]) -> str:
     lines = ["| variant | step | precision | memory format | ours (s) | reference, Part D (s) "
-             "| reference / ours | GFLOP/s (share of the matmul peak) |", "|---|---|---|---|---|---|---|---|"]
+             "| reference / ours | ATen ops / step | host syncs / step | GFLOP/s (share of the matmul peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['variant']} | {r['step']} | {r['precision']} | {r['memory_format']} | "
                      f"{r['seconds_median']:.3f} | {r['reference_seconds_cpu']:.2f} | "
-                     f"{r['speedup_vs_reference']:.2f}× | {roofline.describe(r)} |")
+                     f"{r['speedup_vs_reference']:.2f}× | {_count(r, 'ops_per_step')} | "
+                     f"{_count(r, 'syncs_per_step')} | {roofline.describe(r)} |")
     return "\n".join(lines)
+
+
+def _count(row: dict, key: str) -> str:
+    """A row's ops or syncs per step for a table cell (blank in a file saved before they were counted)."""
+    return f"{row[key]:g}" if key in row else ""
 
 
 def row_key(row: dict) -> tuple:

@@ -3,7 +3,7 @@
 - Actor-critic step: 4 trajectories, burn-in 5, horizon 15 (Crafter) / 20 (Atari), including the
   whole imagination (burn-in of both LSTMs, env reset from the context, ``env.rollout`` with the
   sampling policy, target values), the loss, backward, clipping at 10, the Adam step and the
-  ``SoftUpdate`` of the EMA target.
+  ``SoftUpdate`` of the EMA target (``optim.apply_gradients``, as the trainer).
 - Imagination: reset from a 6-frame context, then H steps with random actions, at batch B; the rate
   is B·H imagined steps per second. ``loop`` drives :class:`ImaginationCore` in a plain Python loop,
   ``rollout`` drives the same core through ``ImaginationEnv.rollout``; their difference is the
@@ -31,6 +31,7 @@ from torchrl_deltairis.objectives.actor_critic_loss import (
     build_actor_critic_loss,
     make_target_updater,
 )
+from torchrl_deltairis.optim import apply_gradients
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels
 
@@ -84,12 +85,15 @@ class ActorCriticStep:
             out = self.loss(rollout)
             total = sum(v for k, v in out.items() if k.startswith("loss_"))
         total.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.updater.step()
+        if apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM):  # as the trainer: clip, finite check, step
+            self.updater.step()
         _sync(self.device)
         return time.perf_counter() - start
+
+    def dispatched(self, bf16: bool) -> roofline.Dispatched:
+        """The ATen operations and host syncs of one step (a pass that is not timed)."""
+        return roofline.count_dispatch(lambda: self.timed(bf16), roofline.optimizer_host_tensors(self.optimizer),
+                                       self.device)
 
 
 class RandomActions(TensorDictModuleBase):
@@ -122,8 +126,13 @@ class ImaginationRun:
             frame, _, _ = core(frame, action)
 
     @torch.no_grad()
-    def rollout(self) -> None:
-        start = self.env.reset(self.data.clone(False)).exclude(keys.CONTEXT)
+    def start(self) -> TensorDictBase:
+        """The env reset from the context (the start of ``rollout``)."""
+        return self.env.reset(self.data.clone(False)).exclude(keys.CONTEXT)
+
+    @torch.no_grad()
+    def rollout(self, start: TensorDictBase | None = None) -> None:
+        start = self.start() if start is None else start
         self.env.rollout(self.horizon, self.policy, tensordict=start, auto_reset=False,
                          break_when_any_done=False, return_contiguous=True)
 
@@ -134,6 +143,14 @@ class ImaginationRun:
             getattr(self, mode)()
         _sync(self.device)
         return time.perf_counter() - start
+
+    def dispatched(self, bf16: bool) -> tuple[roofline.Dispatched, roofline.Dispatched]:
+        """(the reset, its H steps) of one ``rollout``: ATen operations and host syncs, counted (not timed)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            started = []
+            reset = roofline.count_dispatch(lambda: started.append(self.start()), device=self.device)
+            steps = roofline.count_dispatch(lambda: self.rollout(started[0]), device=self.device)
+        return reset, steps
 
 
 def _median_times(fn, warmup: int, repeats: int) -> list[float]:
@@ -175,9 +192,11 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
             if peaks:
                 row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
                                         peaks["bf16" if precision != "fp32" else "fp32"])
+            row = roofline.annotate_dispatch(row, step.dispatched(bf16))
             rows.append(row)
             print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
-                  f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe(row)}", flush=True)
+                  f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe_dispatch(row)}; "
+                  f"{roofline.describe(row)}", flush=True)
         for precision in precisions:
             bf16 = precision == "bf16"
             if "imagination" not in steps:
@@ -201,10 +220,15 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                 if peaks:  # per imagined step, at the rollout's rate
                     flops = roofline.count_flops(lambda: run_.timed("loop", bf16)) / n
                     row = roofline.annotate(row, flops, rollout / n, peaks[precision])
+                # per imagined step of the whole batch (through env.rollout), and the reset before them
+                at_reset, imagined = run_.dispatched(bf16)
+                row = {**roofline.annotate_dispatch(row, imagined, per=run_.horizon),
+                       "reset_ops": at_reset.ops, "reset_syncs": at_reset.num_syncs}
                 rows.append(row)
                 print(f"  {variant:8s} imagination  {precision:5s} B={batch:<5d} loop {n / loop:8.1f} /s, "
                       f"rollout {n / rollout:8.1f} /s, overhead {100 * rows[-1]['overhead_share']:4.1f} % "
-                      f"({note}) {roofline.describe(row)}", flush=True)
+                      f"({note}) {roofline.describe_dispatch(row)} per step (reset: {at_reset.ops} ops, "
+                      f"{at_reset.num_syncs} syncs); {roofline.describe(row)}", flush=True)
     return rows
 
 
@@ -221,18 +245,23 @@ def format_table(rows: list[dict]) -> str:
         note = reference_note(r["variant"], r["precision"], value, "")
         return note.removeprefix("reference ")
 
+    def count(r, key):
+        return f"{r[key]:g}" if key in r else ""
+
     lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead "
-             "| GFLOP/s (share of the matmul peak) |", "|---|---|---|---|---|---|---|"]
+             "| ATen ops / step | host syncs / step | GFLOP/s (share of the matmul peak) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         compiled = ", compiled" if r["step"].endswith("+compiled") else ""
         if r["step"].startswith("actor_critic"):
             unit = " s" if r["reference_seconds_cpu"] else ""
             lines.append(f"| {r['variant']} | actor-critic step{compiled} | {r['precision']} | "
                          f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | | "
-                         f"{roofline.describe(r)} |")
+                         f"{count(r, 'ops_per_step')} | {count(r, 'syncs_per_step')} | {roofline.describe(r)} |")
         else:
             lines.append(f"| {r['variant']} | imagination B={r['batch']}{compiled} | {r['precision']} | "
                          f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
                          f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % | "
+                         f"{count(r, 'ops_per_step')} | {count(r, 'syncs_per_step')} | "
                          f"{roofline.describe(r)} (per imagined step) |")
     return "\n".join(lines)

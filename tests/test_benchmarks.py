@@ -25,6 +25,9 @@ import crafter_benchmark as crafter  # noqa: E402
 import roofline  # noqa: E402
 import runtime  # noqa: E402
 import speed  # noqa: E402
+import speed_imagination  # noqa: E402
+
+from torchrl_deltairis.reference import DeltaIrisModels  # noqa: E402
 
 FAKE_TRAIN = '''
 """Stands in for train.py: logs its call, writes a checkpoint, crashes once if told, else results.json."""
@@ -219,6 +222,54 @@ def test_speed_tiny_measures_writes_json_and_compares(tmp_path):
         assert r["gflop_per_s"] == pytest.approx(r["gflop"] / (r["seconds_median"] if "seconds_median" in r
                                                                else 1 / r["steps_per_s_rollout"]))
     assert "GFLOP/s = " in proc.stdout and "matmul peak: fp32 " in proc.stdout
+    for r in rows:  # launches and host syncs per step, counted in a pass of their own
+        assert r["ops_per_step"] > 0 and r["syncs_per_step"] == (0 if r["step"] == "imagination" else 1)
+    assert "| ATen ops / step | host syncs / step |" in proc.stdout
+
+
+def test_dispatch_count_sees_host_syncs_but_not_host_tensors():
+    x, host = torch.arange(6.0), torch.zeros(())
+
+    def work():
+        x.sum().item(), bool(x[0]), x.tolist(), torch.nonzero(x), host.item()
+        torch.tensor([1, 2], device=x.device)  # from host data: a blocking copy on a GPU
+        torch.nn.functional.one_hot(torch.arange(3), 3)  # its range checks read the data on a CPU only
+    counted = roofline.count_dispatch(work, host_tensors=[host])
+    assert counted.syncs == {"_local_scalar_dense": 2, "Tensor.tolist": 1, "nonzero": 1,
+                             "torch.tensor(host data, device)": 1}
+    assert counted.num_syncs == 5 and counted.ops > 10
+    row = roofline.annotate_dispatch({}, counted, per=5)
+    assert roofline.describe_dispatch(row) == f"{counted.ops / 5:g} ops, 1 sync"
+
+
+def test_imagination_syncs_no_host_per_step_and_an_update_once(monkeypatch):
+    """What bounds a GPU at Δ-IRIS's batch sizes, counted on the CPU: an imagined step through
+    ``env.rollout`` (ends and partial resets included) makes no host sync and the same launches at any
+    batch; a tokenizer or world-model update makes one (apply_gradients' finite check)."""
+    configs, cpu = speed._configs_for("atari", tiny=True), torch.device("cpu")
+    for step in ("tokenizer", "world_model"):
+        runner = speed.TrainingStep(configs, "atari", step, "contiguous", cpu, tiny=True)
+        runner.timed(bf16=False)  # warm-up: the optimizer's state
+        counted = runner.dispatched(bf16=False)
+        assert counted.ops > 0 and counted.syncs == {"_local_scalar_dense": 1}, (step, counted.syncs)
+    torch.manual_seed(0)
+    models = DeltaIrisModels(configs)
+    steps = {}
+    for batch in (1, 5):
+        run = speed_imagination.ImaginationRun(models, "atari", batch, cpu)
+        run.timed("rollout", bf16=False)
+        _, steps[batch] = run.dispatched(bf16=False)
+        assert steps[batch].num_syncs == 0, steps[batch].syncs
+    assert steps[1].ops == steps[5].ops
+    # the actor-critic update: imagination adds no sync per step; what it makes is apply_gradients' one and
+    # the five of TorchRL's vectorised TD(λ) (vec_td_lambda_return_estimate: trajectories split at the ends)
+    counts = []
+    for horizon in (2, 4):
+        monkeypatch.setitem(speed_imagination.HORIZON, "atari", horizon)
+        step = speed_imagination.ActorCriticStep(models, "atari", cpu)
+        step.timed(bf16=False)
+        counts.append(step.dispatched(bf16=False))
+    assert counts[0].syncs == counts[1].syncs and counts[0].num_syncs <= 6, counts[0].syncs
 
 
 def test_flop_count_of_a_matmul_and_its_backward():

@@ -7,7 +7,7 @@ from unittest.mock import patch
 
 from torchrl.collectors import Collector
 from torchrl.data import Unbounded
-from torchrl.envs import Compose, RewardSum, StepCounter, Transform, TransformedEnv
+from torchrl.envs import Compose, EnvBase, RewardSum, StepCounter, Transform, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_deltairis import keys
@@ -169,6 +169,39 @@ def test_an_end_in_the_middle_restarts_the_trajectory_bookkeeping_only(tiny_mode
     assert torch.equal(after[keys.PIXELS], nxt[keys.PIXELS]) and not after[keys.DONE].any()
     # the row that "reset" goes on with the state it had (no policy has stepped it yet: the start state)
     assert torch.equal(after[keys.RECURRENT_STATE_H][0], ctx[keys.RECURRENT_STATE_H][0])
+
+
+def test_maybe_reset_on_the_device_gives_torchrl_s_entries(tiny_models):
+    """ImaginationEnv.maybe_reset (no host sync: ``where`` on the device) leaves a rollout exactly as
+    TorchRL's maybe_reset (``done.any()`` on the host, then a partial reset of the rows that ended)."""
+    def run(maybe_reset):
+        env = recurrent_env(tiny_models, sample=True)
+        env.set_seed(0)
+        actor = make_actor(ActorCriticTrunk(tiny_models.actor_critic.model))
+        start = env.reset(context=start_context(tiny_models))
+        torch.manual_seed(1)  # the actor samples from the global generator
+        with (patch.object(type(env.core), "forward", ends_in_turn(env.core)),
+              patch.object(ImaginationEnv, "maybe_reset", maybe_reset), torch.no_grad()):
+            return env.rollout(H, actor, tensordict=start, auto_reset=False, break_when_any_done=False,
+                               return_contiguous=True)
+    ours, torchrl = run(ImaginationEnv.maybe_reset), run(EnvBase.maybe_reset)
+    ends = ours[keys.NEXT_DONE][..., 0]
+    assert ends.any(0).all() and not ends.all(0).any()  # at each step, some rows end and others go on
+    assert set(ours.keys(True, True)) == set(torchrl.keys(True, True))
+    for key in ours.keys(True, True):
+        assert torch.equal(ours[key], torchrl[key]), key
+    assert not ours[keys.DONE].any()  # every row goes on, its flags reset
+
+
+def ends_in_turn(core):
+    """Imagined ends where (row + step) % 3 == 0, step counting from 1: some rows at each step."""
+    forward, steps = type(core).forward, []
+
+    def ending(self, frame, action):
+        nxt, reward, _ = forward(self, frame, action)
+        steps.append(None)
+        return nxt, reward, (torch.arange(len(action)) + len(steps)) % 3 == 0
+    return ending
 
 
 def test_set_seed_makes_two_rollouts_identical(tiny_models):

@@ -30,9 +30,10 @@ When TorchRL resets the rows that ended (``maybe_reset`` in ``rollout`` or a ``C
 carrying ``"_reset"``), those rows *go on* from the frame and the policy state they reached: one KV
 cache serves the whole batch, so a single row cannot restart from a new context. TorchRL sees a new
 trajectory there (``RewardSum``, ``StepCounter`` and the collector's ``traj_ids`` restart); the frames
-and states are those of an unbroken rollout. A reset without ``"_reset"`` burns a new context in for
-the whole batch. ``rollout`` defaults to ``break_when_any_done=False`` on this env (a ``TransformedEnv``
-keeps TorchRL's default, True: pass False there).
+and states are those of an unbroken rollout (on the bare env, :meth:`ImaginationEnv.maybe_reset` picks
+them row by row on the device: no host sync per imagined step). A reset without ``"_reset"`` burns a
+new context in for the whole batch. ``rollout`` defaults to ``break_when_any_done=False`` on this env
+(a ``TransformedEnv`` keeps TorchRL's default, True: pass False there).
 
 ``_step`` returns only the keys the world model owns, so that keys written by the policy (its
 recurrent state in ``("next", ...)``) are not overwritten by stale copies (SPEC B.0.2). Pass
@@ -49,6 +50,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import expand_as_right
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase, ModelBasedEnvBase
 
@@ -210,7 +212,9 @@ class ImaginationEnv(ModelBasedEnvBase):
         batch = torch.Size(batch_size)
         core = ImaginationCore(tokenizer, world_model, sample=sample, autocast_dtype=autocast_dtype,
                                draw_fn=draw_fn)
-        super().__init__(core, device=device, batch_size=batch)
+        # a reset's flags are False by construction (a fresh context, or the rows' state with the flags of
+        # the last full reset): TorchRL's check of them (`done.any()` per flag) would only sync the host
+        super().__init__(core, device=device, batch_size=batch, allow_done_after_reset=True)
         self.context_fn = context_fn
         c = world_model.config
         pixels = Bounded(0, _LEVELS, shape=(*batch, c.image_channels, c.image_size, c.image_size),
@@ -281,6 +285,35 @@ class ImaginationEnv(ModelBasedEnvBase):
         return TensorDict({keys.PIXELS: frame, keys.REWARD: reward.unsqueeze(-1), keys.DONE: end,
                            keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end)},
                           batch_size=tensordict.batch_size, device=frame.device)
+
+    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """TorchRL's ``maybe_reset`` (``step_and_maybe_reset``: rollouts, collectors) without its host syncs.
+
+        TorchRL asks ``done.any()`` on the host at every step (twice) and, after an end, resets the rows
+        that ended with more syncs; such a reset gives back the state the rows reached (``_reset``). Here
+        every entry is picked on the device instead, ``where(ended, reset value, value)``, and 0 where the
+        reset has no value (as TorchRL pads): the same entries, with or without an end. Inputs outside
+        that case (no reset state yet, entries the reset would add, non-tensor data) go to TorchRL's.
+        """
+        current = self._current
+        leaves = dict(tensordict.items(True, True)) if current is not None else {}
+        if (current is None or not self._simple_done or tensordict.batch_size != current.batch_size
+                or not isinstance(leaves.get(keys.DONE), torch.Tensor)
+                or any(not isinstance(v, torch.Tensor) for v in leaves.values())
+                or any(k not in leaves for k in current.keys(True, True))
+                or any(k in leaves for k in self.reset_keys)):
+            return super().maybe_reset(tensordict)
+        ended = leaves[keys.DONE]  # TorchRL's "_reset" signal, reduced to the batch as its update does
+        if ended.ndim > tensordict.ndim:
+            ended = ended.flatten(tensordict.ndim).any(-1)
+        for key, value in leaves.items():
+            reset_value = current.get(key, None)
+            if reset_value is value:  # the reset gives this very tensor back
+                continue
+            rows = expand_as_right(ended, value)
+            tensordict.set(key, value.masked_fill(rows, 0) if reset_value is None
+                           else torch.where(rows, reset_value, value))
+        return tensordict
 
     def rollout(self, max_steps: int, policy=None, callback=None, *, break_when_any_done: bool = False,
                 **kwargs) -> TensorDictBase:

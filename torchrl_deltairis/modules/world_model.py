@@ -79,6 +79,9 @@ class Head(nn.Module):
     """An MLP applied at the positions whose index within a block is flagged in ``block_mask``.
 
     ``indices`` (a buffer, as in the reference checkpoints) lists those positions for ``max_blocks``.
+    ``phase_positions[r]`` (built once, not saved) lists them relative to an input that starts at a
+    position ``r`` (mod the block size): each call slices one of them, and builds no tensor from a list
+    (a blocking host→device copy on a GPU).
     """
 
     def __init__(self, max_blocks: int, block_mask: list[int], head_module: nn.Module) -> None:
@@ -87,15 +90,25 @@ class Head(nn.Module):
         self.kept = [i for i, m in enumerate(block_mask) if m]
         offsets = einops.repeat(torch.arange(max_blocks) * self.block_size, "m -> m k", k=len(self.kept))
         self.register_buffer("indices", (offsets + torch.tensor(self.kept)).flatten())
+        self.max_steps = max_blocks * self.block_size
+        phases = [self._relative(self.max_steps, r) for r in range(self.block_size)]
+        self.register_buffer("phase_positions", torch.tensor(phases, dtype=torch.long), persistent=False)
         self.head_module = head_module
+
+    def _relative(self, num_steps: int, prev_steps: int) -> list[int]:
+        span = range(prev_steps, prev_steps + num_steps)
+        return [p - prev_steps for p in span if p % self.block_size in self.kept]
 
     def positions(self, num_steps: int, prev_steps: int, device: torch.device) -> torch.Tensor:
         """Indices, relative to the input, of the flagged positions among ``prev_steps + [0, num_steps)``."""
         if prev_steps == 0 and num_steps % self.block_size == 0:
             return self.indices[: num_steps // self.block_size * len(self.kept)]
-        span = range(prev_steps, prev_steps + num_steps)
-        rel = [p - prev_steps for p in span if p % self.block_size in self.kept]
-        return torch.tensor(rel, dtype=torch.long, device=device)
+        if num_steps > self.max_steps:  # longer than any cache holds: built from a list, as it always was
+            return torch.tensor(self._relative(num_steps, prev_steps), dtype=torch.long, device=device)
+        phase = prev_steps % self.block_size
+        full, rest = divmod(num_steps, self.block_size)
+        count = full * len(self.kept) + sum((phase + j) % self.block_size in self.kept for j in range(rest))
+        return self.phase_positions[phase, :count]  # the flagged positions of [0, num_steps) at this phase
 
     def forward(self, x: torch.Tensor, num_steps: int, prev_steps: int) -> torch.Tensor:
         return self.head_module(x[:, self.positions(num_steps, prev_steps, x.device)])
