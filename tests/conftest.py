@@ -18,6 +18,17 @@ def pytest_report_header(config):
     return describe()
 
 
+def pytest_configure(config):
+    """On pytest-xdist's workers (the README's test command runs 2 on 2 cores): one intra-op thread
+    each, for the tests and for the runs they start (OpenMP threads beyond the free cores spin-wait:
+    a 2-thread job beside another ran up to 8x slower)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
 def small_models(name: str = "crafter_small", seed: int = 0) -> DeltaIrisModels:
     """Δ-IRIS models of a small fixture's config (conv width 32, LSTM 64, 2-layer transformer)."""
     config = torch.load(DATA / f"{name}.pt", map_location="cpu", weights_only=True)["config"]

@@ -1,6 +1,6 @@
 """It learns: whole runs of `train.py` (tokenizer, world model and actor-critic trained in imagination
-only) on the learning checks of torchrl_deltairis/learning_checks.py, seed 0, the machine's thread
-count. `env=reach params=reach` must reach >= 80 % of the optimum in greedy test episodes (random play
+only) on the learning checks of torchrl_deltairis/learning_checks.py, seed 0, the suite's thread
+count (one under the README's command: 2 pytest-xdist workers, where the two checks run side by side). `env=reach params=reach` must reach >= 80 % of the optimum in greedy test episodes (random play
 ~25 %); `env=recall params=recall` >= 90 % (any memoryless policy: <= 50 %: the LSTM state must travel
 through the real envs' steps as it does in imagination). In both, the policy must not turn
 deterministic before the world model has learned the rewards. `python benchmarks/learning_checks.py`
