@@ -18,6 +18,12 @@ def pytest_report_header(config):
     return describe()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The learning checks first (minutes each): on pytest-xdist's workers they then run beside the
+    rest of the suite instead of last."""
+    items.sort(key=lambda item: "test_learning.py" not in item.nodeid)
+
+
 def pytest_configure(config):
     """On pytest-xdist's workers (the README's test command runs 2 on 2 cores): one intra-op thread
     each, for the tests and for the runs they start (OpenMP threads beyond the free cores spin-wait:
@@ -110,12 +116,17 @@ def finish(*procs: subprocess.Popen, timeout: float = 600) -> None:
         assert proc.returncode == 0, stderr_of(proc)
 
 
+_SMOKE_RUNS: list[tuple[Path, Path]] = []  # once per process: pytest-xdist may tear fixtures down between tests
+
+
 @pytest.fixture(scope="session")
 def smoke_runs(tmp_path_factory) -> tuple[Path, Path]:
     """Two unkilled `SMOKE` runs (Crafter, seed 0, 3 epochs), side by side (2 cores): the run folder
     whose artifacts tests/test_train_smoke.py checks and trains offline from, and its same-seed twin,
     which tests/test_reproducibility.py compares it with. Shared by the session: read them only."""
-    base = tmp_path_factory.mktemp("smoke")
-    runs = (base / "run", base / "twin")
-    finish(*[start_train(run, *SMOKE) for run in runs])
-    return runs
+    if not _SMOKE_RUNS:
+        base = tmp_path_factory.mktemp("smoke")
+        runs = (base / "run", base / "twin")
+        finish(*[start_train(run, *SMOKE) for run in runs])
+        _SMOKE_RUNS.append(runs)
+    return _SMOKE_RUNS[0]

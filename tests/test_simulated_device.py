@@ -93,11 +93,16 @@ def check_run(run: Path, epochs: int) -> None:
     assert all(type(t) is torch.Tensor and t.device.type == "cpu" for t in models.values())
 
 
+_SIM_RUNS: dict[str, Path] = {}  # once per process: pytest-xdist may tear a module fixture down between tests
+
+
 @pytest.fixture(scope="module")
 def sim_runs(tmp_path_factory):
     """Crafter killed (SIGKILL to its process group) once epoch 2 is saved, then resumed to its end
     (epoch 3); Atari and the off-policy `sac` path for 2 epochs. Each ``params.common.device=cuda`` on
     the simulated device; two processes at a time."""
+    if _SIM_RUNS:
+        return _SIM_RUNS
     base = tmp_path_factory.mktemp("sim")
     crafter, atari, sac = base / "crafter", base / "atari", base / "sac"
     two = ("params.common.epochs=2",)
@@ -108,7 +113,8 @@ def sim_runs(tmp_path_factory):
     assert [int(r["epoch"]) for r in metrics_without_timings(crafter)] == [1, 2]
     finish(start_sim_train(crafter, *crafter_args),
            start_sim_train(sac, *TINY, *SHORT_EPISODES["crafter"], *CUDA, *two, "params.actor_critic.loss=sac"))
-    return {"crafter": crafter, "atari": atari, "sac": sac}
+    _SIM_RUNS.update(crafter=crafter, atari=atari, sac=sac)
+    return _SIM_RUNS
 
 
 def test_crafter_run_on_the_device_with_a_resume(sim_runs):
