@@ -21,7 +21,7 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     """The learning checks first (minutes each): on pytest-xdist's workers they then run beside the
     rest of the suite instead of last."""
-    items.sort(key=lambda item: "test_learning.py" not in item.nodeid)
+    items.sort(key=lambda item: "test_learning" not in item.nodeid)
 
 
 def pytest_configure(config):

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.xdist_group("aggregate")  # its module fixtures: one worker (xdist)
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "aggregate.py"
 REFS = ROOT / "benchmarks" / "reference_results"

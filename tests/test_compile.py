@@ -27,7 +27,7 @@ from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compile")]
+pytestmark = pytest.mark.slow
 B, L, H = 4, 6, 5
 S = 16  # frames S×S
 CNN = {"num_channels": 16, "num_groups": 8, "mult": [2], "down": [1]}  # latents S / 2 = 8, as the fixture's

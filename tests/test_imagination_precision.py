@@ -28,8 +28,6 @@ from torchrl_deltairis.envs.imagination import ImaginationCore, to_uint8_frames
 from torchrl_deltairis.modules.models import configure_execution, resolve_execution
 from torchrl_deltairis.reference import configs_from_reference, load_reference_checkpoint
 
-pytestmark = pytest.mark.xdist_group("imagination_precision")  # its module fixtures: one worker (xdist)
-
 LEVELS_BOUND = 4  # bf16 rounds at about one 1/255 level; the decoder's layers add a few such errors up
 CONTENT_SHARE = 0.25  # bf16's effect on predictions at most this share of another frame's
 

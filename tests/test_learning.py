@@ -1,8 +1,9 @@
 """It learns: whole runs of `train.py` (tokenizer, world model and actor-critic trained in imagination
 only) on the learning checks of torchrl_deltairis/learning_checks.py, seed 0, the suite's thread
-count (one under the README's command: 2 pytest-xdist workers, where the two checks run side by side). `env=reach params=reach` must reach >= 80 % of the optimum in greedy test episodes (random play
-~25 %); `env=recall params=recall` >= 90 % (any memoryless policy: <= 50 %: the LSTM state must travel
-through the real envs' steps as it does in imagination). In both, the policy must not turn
+count (one under the README's command: 2 pytest-xdist workers; Recall is in test_learning_recall.py so
+that the two checks run side by side). `env=reach params=reach` must reach >= 80 % of the optimum in
+greedy test episodes (random play ~25 %); `env=recall params=recall` >= 90 % (any memoryless policy:
+<= 50 %: the LSTM state must travel through the real envs' steps as it does in imagination). In both, the policy must not turn
 deterministic before the world model has learned the rewards. `python benchmarks/learning_checks.py`
 runs them (and Match, the Reach preset on other memoryless tasks) over 5 seeds and 1 and 2 threads: the
 README's table. A couple of minutes each on 2 CPU cores."""
@@ -12,7 +13,6 @@ import math
 import pytest
 
 from torchrl_deltairis.envs.reach import Reach, random_success_rate
-from torchrl_deltairis.envs.recall import Recall, memoryless_optimum
 from torchrl_deltairis.learning_checks import CHECKS, run_check
 
 pytestmark = pytest.mark.slow
@@ -22,24 +22,6 @@ REWARDS_LEARNED = 0.2  # nats: the world model's reward loss once it reads the r
 def test_reach_random_play_is_clearly_below_the_optimum():
     optimum = Reach(grid=2, max_steps=2).optimal_return()
     assert random_success_rate(episodes=4000, grid=2, max_steps=2) < 0.4 * optimum
-
-
-def test_recall_needs_memory():
-    """Every frame after the cue is the same whatever the cue: a memoryless policy answers blind."""
-    frames = {}
-    for cue in (0, 1):
-        env = Recall(delay=1, num_cues=2)
-        env.reset(seed=0)
-        env.cue = cue
-        seen, done = [env.render()], False
-        while not done:
-            frame, reward, done, _, _ = env.step(cue)
-            seen.append(frame)
-        assert reward == 1.0
-        frames[cue] = seen
-    assert (frames[0][0] != frames[1][0]).any()  # the cue ...
-    assert all((a == b).all() for a, b in zip(frames[0][1:], frames[1][1:]))  # ... and nothing after it
-    assert memoryless_optimum(2) == 0.5
 
 
 def assert_learned(result, num_actions: int) -> None:
@@ -59,8 +41,3 @@ def assert_learned(result, num_actions: int) -> None:
 def test_the_agent_learns_reach(tmp_path):
     assert CHECKS["reach"].overrides == ("env=reach", "params=reach")
     assert_learned(run_check("reach", tmp_path / "reach"), num_actions=5)
-
-
-def test_the_agent_learns_recall_with_its_memory(tmp_path):
-    assert CHECKS["recall"].overrides == ("env=recall", "params=recall")
-    assert_learned(run_check("recall", tmp_path / "recall"), num_actions=2)

@@ -9,8 +9,6 @@ import torch
 
 from torchrl_deltairis import parity
 
-pytestmark = pytest.mark.xdist_group("parity")  # its module fixtures: one worker (xdist)
-
 DATA = Path(__file__).parent / "data"
 FIXTURES = ["crafter_small", "atari_small", "xeon/crafter_small", "xeon/atari_small"]
 REQUIRED_PREFIXES = ("tokenizer.", "world_model.", "two_hot", "lambda_returns", "actor_critic.logits_")

@@ -30,8 +30,6 @@ from torchrl_deltairis.play.render import TEXT_COLOUR, compose as compose_frame,
 from torchrl_deltairis.play.sources import View
 from torchrl_deltairis.reference import load_reference_checkpoint, to_reference_state_dict
 
-pytestmark = pytest.mark.xdist_group("play")  # its module fixtures: one worker (xdist)
-
 pytest.importorskip("pygame")
 
 ROOT = Path(__file__).resolve().parents[1]

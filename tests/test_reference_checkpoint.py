@@ -11,8 +11,6 @@ from torchrl_deltairis.reference import (
     load_reference_checkpoint, to_reference_state_dict,
 )
 
-pytestmark = pytest.mark.xdist_group("reference_checkpoint")  # its module fixtures: one worker (xdist)
-
 DATA = Path(__file__).parent / "data"
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import SHORT_EPISODES, TINY, finish, metrics_without_timings, start_train
 from torchrl_deltairis.data import EpisodeStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_runs")]
+pytestmark = pytest.mark.slow
 
 # Atari and gym: 2 epochs (the second trains the actor-critic and evaluates), seed 3, one test episode.
 # Crafter: the session's two `smoke_runs` (seed 0, 3 epochs, two test episodes), which

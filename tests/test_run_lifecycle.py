@@ -15,8 +15,6 @@ from conftest import RUN_ENV, SHORT_EPISODES, TINY
 from torchrl_deltairis.metrics import RunLogger
 from torchrl_deltairis.runlock import RunInUseError, RunLock
 
-pytestmark = pytest.mark.xdist_group("run_lifecycle")  # its module fixtures: one worker (xdist)
-
 ROOT = Path(__file__).resolve().parents[1]
 # a whole run at tiny budgets on the Reach env, whose workers start in a fraction of Crafter's time
 RUN = (*TINY, "env=gym", *SHORT_EPISODES["gym"])

@@ -26,8 +26,6 @@ from sim_device import SimTensor, simulated_cuda
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeCounts
 
-pytestmark = pytest.mark.xdist_group("simulated_device")  # its module fixtures: one worker (xdist)
-
 CUDA = ("params.common.device=cuda",)
 
 

@@ -20,7 +20,7 @@ import torch
 from conftest import (RUN_ENV, SHORT_EPISODES, TINY, TINY_STEPS, metrics_without_timings, start_train,
                       stderr_of)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_runs")]
+pytestmark = pytest.mark.slow
 
 
 def _epochs(run_dir: Path) -> list[int]:
