@@ -94,9 +94,10 @@ def allocated_bytes(directory: str | Path) -> int:
     for root, _, files in os.walk(directory):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except FileNotFoundError:  # a temporary file replaced meanwhile
-                pass
+                blocks = os.lstat(os.path.join(root, name)).st_blocks
+            except FileNotFoundError:  # a temporary file replaced meanwhile: nothing to count
+                continue
+            total += blocks * 512
     return total
 
 
