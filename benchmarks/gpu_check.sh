@@ -11,7 +11,8 @@
 #   4. the memory task (env=recall params=recall) on CUDA, with its greedy test score,
 #   5. benchmarks/interleaved.py --device cuda: the reference's own modules (carried in .reference/)
 #      against ours, tokenizer, world model, actor-critic and imagination at B = 16, 64, 256, 1024, in
-#      fp32 and bf16; then the same with ours compiled (imagination and the actor-critic),
+#      fp32 and bf16; then the same with ours compiled in reduce-overhead mode (the imagination step as
+#      CUDA graphs; imagination and the actor-critic; "skipping cudagraphs" in its log says why not),
 #   6. benchmarks/runtime.py for both full presets (Crafter 10M and Atari 100k: their GPU hours),
 # then a summary. Outputs go to $OUT (the device tool's folder) or ./gpu_check_out.
 # On the lent GPU machine (Python 3.12 with CUDA torch, no package index) our other dependencies come
@@ -54,8 +55,8 @@ step recall_cuda 120 python3 train.py env=recall params=recall params.common.dev
 if [ -d "$reference/models" ]; then
     step interleaved 110 python3 benchmarks/interleaved.py --reference "$reference" --device cuda --variant atari \
         --batches 16 64 256 1024 --precisions fp32 bf16 --warmup 1 --repeats 3 --json "$out/interleaved.json"
-    step interleaved_compiled 80 python3 benchmarks/interleaved.py --reference "$reference" --device cuda \
-        --variant atari --compile --rows actor_critic imagination --batches 16 64 256 1024 --precisions bf16 \
+    step interleaved_compiled 80 env TORCH_LOGS=perf_hints python3 benchmarks/interleaved.py --reference "$reference" --device cuda \
+        --variant atari --compile reduce-overhead --rows actor_critic imagination --batches 16 64 256 1024 --precisions bf16 \
         --repeats 2 --json "$out/interleaved_compiled.json"
 else
     echo "=== interleaved: skipped, no reference src at $reference (benchmarks/gpu_wheels.sh makes .reference/)"
@@ -89,6 +90,8 @@ for run in ("smoke", "atari", "recall"):
         print(f"{run}: results.json score {json.loads(results.read_text())['score']}")
 PY
 grep -h -E "^\|" "$out/interleaved.log" "$out/interleaved_compiled.log" 2>/dev/null | head -n 60
+echo "CUDA graphs skipped (TorchInductor's reasons): $(grep -c -i "skipping cudagraphs" "$out/interleaved_compiled.log" 2>/dev/null)"
+grep -h -i "skipping cudagraphs" "$out/interleaved_compiled.log" 2>/dev/null | sort | uniq -c | head -n 5
 grep -h -E "measured on|on this machine" "$out/runtime_crafter.log" "$out/runtime_atari.log" 2>/dev/null
 ok=0
 for name in gpu_tests smoke_cuda atari_cuda recall_cuda interleaved interleaved_compiled runtime_crafter runtime_atari; do [ "${rc[$name]}" = 0 ] || [ "${rc[$name]}" = skipped ] || ok=1; done

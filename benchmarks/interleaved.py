@@ -22,9 +22,9 @@ trajectories (burn-in 5, horizon 15 / 20) with the EMA update; imagination from 
 random-action steps at batch B, reset included. Ours runs as the presets do (``memory_format: auto``,
 ``conv_batch_chunk: auto``); bf16 rows run both under bf16 autocast (the reference's Crafter actor-critic
 and imagination fail there: those rows say so). Median of ``--repeats`` after ``--warmup``.
-``--compile`` times ours with ``params.common.compile: true`` (the models' convolutional parts through
-``torch.compile``; at least 2 warm-up turns absorb the compilation); the rows' work is named
-``<work>+compiled``.
+``--compile [MODE]`` times ours with ``params.common.compile: true`` (or MODE, e.g. ``reduce-overhead``:
+the models' convolutional parts and the imagination env's whole step through ``torch.compile``; at
+least 2 warm-up turns absorb the compilation); the rows' work is named ``<work>+compiled``.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class Reference:
 class Ours:
     """Our steps on the same work, as speed.py builds them, in the presets' execution (auto)."""
 
-    def __init__(self, variant: str, compile: bool = False, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, variant: str, compile: bool | str = False, device: torch.device = torch.device("cpu")) -> None:
         self.variant, self.device, self.compile = variant, device, compile
         self.configs = speed._configs_for(variant)
         self.execution = resolve_execution(self.device)
@@ -170,7 +170,7 @@ class Ours:
 
     def training_step(self, component: str):
         if component == "actor_critic":
-            step = speed_imagination.ActorCriticStep(self.models, self.variant, self.device)
+            step = speed_imagination.ActorCriticStep(self.models, self.variant, self.device, compile=self.compile)
         else:
             step = speed.TrainingStep(self.configs, self.variant, component, self.execution.memory_format,
                                       self.device, compile=self.compile,
@@ -178,7 +178,7 @@ class Ours:
         return step.timed
 
     def imagination(self, batch_size: int):
-        run = speed_imagination.ImaginationRun(self.models, self.variant, batch_size, self.device)
+        run = speed_imagination.ImaginationRun(self.models, self.variant, batch_size, self.device, self.compile)
         return lambda bf16: run.timed("rollout", bf16)
 
 
@@ -226,8 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
-    parser.add_argument("--compile", action="store_true",
-                        help="ours with params.common.compile=true (rows <work>+compiled; warm-up at least 2)")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="ours with params.common.compile=true (or =MODE, e.g. reduce-overhead: CUDA graphs): "
+                             "the convolutional parts and the imagination env's step (rows <work>+compiled; "
+                             "warm-up at least 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: both run there (benchmarks/gpu_check.sh)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON to this path")
     args = parser.parse_args(argv)

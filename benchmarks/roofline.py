@@ -175,6 +175,41 @@ def count_dispatch(work: Callable[[], object], host_tensors: Iterable[torch.Tens
     return state.result
 
 
+def _kernel(name: str) -> bool:
+    """An ATen operator, or a kernel that TorchInductor generated (``cpp_fused_*`` on a CPU with
+    ``torch._inductor.config.cpp.enable_kernel_profile``, ``triton_*`` on a GPU)."""
+    return name.startswith("aten::") or "cpp_fused" in name or "triton_" in name
+
+
+def profile_generated_kernels() -> None:
+    """Makes the CPU kernels TorchInductor generates from now on visible to the profiler (each records
+    its call), for :func:`count_profiled_ops`; GPU kernels are seen either way."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.enable_kernel_profile = True
+
+
+def count_profiled_ops(work: Callable[[], object]) -> int:
+    """The outermost ATen operations and generated kernels of one call of ``work``, as the profiler sees
+    them: ``count_dispatch`` for code that ``torch.compile`` ran (a dispatch or function mode turns
+    TorchDynamo off, so that counting compiled code with it would count eager code, or fail on a
+    ``fullgraph`` one). A fused kernel counts as one op; eager code counts each of its ATen calls,
+    views included, so compare compiled and eager counts made by this function alike. Inductor's CPU
+    kernels are seen only if compiled with :func:`profile_generated_kernels` on."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        work()
+
+    def outermost(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if _kernel(parent.name):
+                return False
+            parent = parent.cpu_parent
+        return True
+
+    return sum(1 for e in prof.events() if _kernel(e.name) and outermost(e))
+
+
 def optimizer_host_tensors(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]:
     """The step counters of the optimizers' states that live on the host on every device (not
     ``capturable`` or ``fused``): ``.item()`` of them waits for nothing (Adam reads them each step)."""

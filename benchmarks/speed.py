@@ -6,6 +6,7 @@ the reference's (SPEC Part D).
     python benchmarks/speed.py --load new.json --compare old.json   # compare two saved runs, measure nothing
     python benchmarks/speed.py --tiny --warmup 0 --repeats 1        # tiny work: checks the script in seconds
     python benchmarks/speed.py --device cuda --compile --json compiled.json   # the compiled path's rows
+    python benchmarks/speed.py --device cuda --compile reduce-overhead --steps imagination   # CUDA graphs
 
 One invocation covers every component step (tokenizer, world model, actor-critic) and imagination
 throughput, in fp32 and bf16 autocast, on every device of ``--device`` (default: the CPU, and the GPU
@@ -101,7 +102,7 @@ class TrainingStep:
     """One component's training step (loss + backward + clip + AdamW) on fixed synthetic data."""
 
     def __init__(self, configs, variant: str, step: str, memory_format: str, device: torch.device,
-                 precomputed_tokens: bool = False, compile: bool = False, conv_batch_chunk: int | None = None,
+                 precomputed_tokens: bool = False, compile: bool | str = False, conv_batch_chunk: int | None = None,
                  tiny: bool = False) -> None:
         torch.manual_seed(0)
         models = configure_execution(DeltaIrisModels(configs).to(device),
@@ -146,7 +147,7 @@ class TrainingStep:
 
 def run(variants: list[str], steps: list[str], precisions: list[str], formats: list[str],
         device: torch.device, warmup: int, repeats: int, precomputed_tokens: bool = False,
-        tiny: bool = False, peaks: dict[str, float] | None = None, compile: bool = False,
+        tiny: bool = False, peaks: dict[str, float] | None = None, compile: bool | str = False,
         conv_batch_chunk: int | None = None) -> list[dict]:
     """Times every configuration; the memory formats of one (variant, step, precision) take turns step by
     step, so that a shared machine's load hits them alike. ``peaks``: the matmul GFLOP/s per precision
@@ -345,10 +346,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny models, segments and peak matmul: checks the script in seconds, "
                              "measures nothing real")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the models' convolutional parts (params.common.compile=true); the "
-                             "rows' steps are named <step>+compiled and at least 2 warm-up steps absorb the "
-                             "compilation")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="torch.compile as params.common.compile=true (or =MODE, e.g. reduce-overhead): the "
+                             "models' convolutional parts and the imagination env's whole step; the rows' "
+                             "steps are named <step>+compiled and at least 2 warm-up steps absorb the compilation")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
     parser.add_argument("--compare", type=Path, default=None, metavar="OLD.json",
                         help="print each row's ratio to the same row of this saved --json file")
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.compile:
         args.warmup = max(args.warmup, 2)  # the first calls compile (a second shape or mode recompiles)
+        roofline.profile_generated_kernels()  # the compiled rows' ops are counted by the profiler
     torch.set_num_threads(args.threads)
     if args.load is not None:
         results = read_rows(args.load)

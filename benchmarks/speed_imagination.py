@@ -64,11 +64,11 @@ class ActorCriticStep:
     """One actor-critic training step on fixed synthetic contexts (reference objective)."""
 
     def __init__(self, models: DeltaIrisModels, variant: str, device: torch.device,
-                 imagination_bf16: bool = False) -> None:
+                 imagination_bf16: bool = False, compile: bool | str = False) -> None:
         self.models, self.device, self.horizon = models, device, HORIZON[variant]
         spec = recurrent_state_spec(models.configs.actor_critic.lstm_dim, device=device)
         self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=spec,
-                                  autocast_dtype=torch.bfloat16 if imagination_bf16 else None)
+                                  autocast_dtype=torch.bfloat16 if imagination_bf16 else None, compile_step=compile)
         self.actor = make_actor(models.actor_critic.model)
         config = ActorCriticLossConfig(**TRAINING[variant])
         self.loss = build_actor_critic_loss(models.actor_critic, config)
@@ -110,8 +110,9 @@ class RandomActions(TensorDictModuleBase):
 class ImaginationRun:
     """Reset from a 6-frame context then H random steps, by a plain loop or by ``env.rollout``."""
 
-    def __init__(self, models: DeltaIrisModels, variant: str, batch: int, device: torch.device) -> None:
-        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True)
+    def __init__(self, models: DeltaIrisModels, variant: str, batch: int, device: torch.device,
+                 compile: bool | str = False) -> None:
+        self.env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, compile_step=compile)
         self.policy = RandomActions(models.configs.world_model.num_actions)
         self.data = TensorDict({keys.CONTEXT: context(models, batch, device)}, batch_size=[batch])
         self.batch, self.horizon, self.device = batch, HORIZON[variant], device
@@ -144,13 +145,23 @@ class ImaginationRun:
         _sync(self.device)
         return time.perf_counter() - start
 
-    def dispatched(self, bf16: bool) -> tuple[roofline.Dispatched, roofline.Dispatched]:
-        """(the reset, its H steps) of one ``rollout``: ATen operations and host syncs, counted (not timed)."""
+    def dispatched(self, bf16: bool) -> tuple[roofline.Dispatched, roofline.Dispatched | None]:
+        """(the reset, its H steps) of one ``rollout``: ATen operations and host syncs, counted (not timed).
+        The steps of a compiled env are not counted (None): TorchDynamo does not run under the counter."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             started = []
             reset = roofline.count_dispatch(lambda: started.append(self.start()), device=self.device)
+            if self.env.core.compiled_step is not None:
+                return reset, None
             steps = roofline.count_dispatch(lambda: self.rollout(started[0]), device=self.device)
         return reset, steps
+
+    def profiled_ops(self, bf16: bool) -> int:
+        """The outermost ops and generated kernels of H steps (``roofline.count_profiled_ops``), eager
+        or compiled alike."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            start = self.start()
+            return roofline.count_profiled_ops(lambda: self.rollout(start))
 
 
 def _median_times(fn, warmup: int, repeats: int) -> list[float]:
@@ -169,10 +180,11 @@ def _ac_precisions(precisions: list[str]) -> list[str]:
 
 def run(variants: list[str], steps: list[str], precisions: list[str], device: torch.device, warmup: int,
         repeats: int, batches: list[int], configs_for, peaks: dict[str, float] | None = None,
-        compile: bool = False, execution: Execution | None = None) -> list[dict]:
+        compile: bool | str = False, execution: Execution | None = None) -> list[dict]:
     """Rows for the ``actor_critic`` and ``imagination`` steps; ``configs_for(variant)`` gives the configs;
     ``peaks``: the matmul GFLOP/s per precision (each row gets its GFLOP/s and share of it);
-    ``compile``: the models' convolutional parts compiled (steps named ``<step>+compiled``);
+    ``compile``: False, or a ``torch.compile`` mode (True: the default) for the models' convolutional parts
+    and the imagination env's whole step (``params.common.compile``; steps named ``<step>+compiled``);
     ``execution``: the memory format and convolution chunks (default: contiguous, whole batches)."""
     suffix = "+compiled" if compile else ""
     execution = execution or Execution()
@@ -184,15 +196,17 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
         layout = dict(memory_format=execution.memory_format, conv_batch_chunk=execution.conv_batch_chunk)
         for precision in _ac_precisions(precisions) if "actor_critic" in steps else []:
             bf16 = precision == "bf16"
-            step = ActorCriticStep(models, variant, device, imagination_bf16=precision == BF16_IMAGINATION)
+            step = ActorCriticStep(models, variant, device, imagination_bf16=precision == BF16_IMAGINATION,
+                                   compile=compile)
             seconds = statistics.median(_median_times(lambda: step.timed(bf16), warmup, repeats))
             ref = REFERENCE_AC_SECONDS[variant][int(bf16)]
             row = dict(variant=variant, step="actor_critic" + suffix, precision=precision, **layout,
                        device=str(device), seconds_median=seconds, reference_seconds_cpu=ref)
-            if peaks:
+            if peaks and not compile:  # FLOPs as eager's; TorchDynamo does not run under the counter
                 row = roofline.annotate(row, roofline.count_flops(lambda: step.timed(bf16)), seconds,
                                         peaks["bf16" if precision != "fp32" else "fp32"])
-            row = roofline.annotate_dispatch(row, step.dispatched(bf16))
+            if not compile:  # TorchDynamo does not run under the counter
+                row = roofline.annotate_dispatch(row, step.dispatched(bf16))
             rows.append(row)
             print(f"  {variant:8s} actor_critic {precision:5s} {seconds:7.3f} s "
                   f"({reference_note(variant, precision, ref, ' s')}) {roofline.describe_dispatch(row)}; "
@@ -202,7 +216,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
             if "imagination" not in steps:
                 continue
             for batch in batches:
-                run_ = ImaginationRun(models, variant, batch, device)
+                run_ = ImaginationRun(models, variant, batch, device, compile)
                 times = {"loop": [], "rollout": []}
                 for i in range(warmup + repeats):  # the two modes take turns, so load hits them alike
                     for mode in times:
@@ -217,17 +231,20 @@ def run(variants: list[str], steps: list[str], precisions: list[str], device: to
                            device=str(device),
                            batch=batch, steps_per_s_loop=n / loop, steps_per_s_rollout=n / rollout,
                            overhead_share=max(rollout - loop, 0.0) / rollout, reference_steps_per_s_cpu=ref)
-                if peaks:  # per imagined step, at the rollout's rate
+                if peaks and not compile:  # per imagined step, at the rollout's rate (as eager's when compiled)
                     flops = roofline.count_flops(lambda: run_.timed("loop", bf16)) / n
                     row = roofline.annotate(row, flops, rollout / n, peaks[precision])
                 # per imagined step of the whole batch (through env.rollout), and the reset before them
                 at_reset, imagined = run_.dispatched(bf16)
-                row = {**roofline.annotate_dispatch(row, imagined, per=run_.horizon),
-                       "reset_ops": at_reset.ops, "reset_syncs": at_reset.num_syncs}
+                if imagined is not None:
+                    row = roofline.annotate_dispatch(row, imagined, per=run_.horizon)
+                row = {**row, "reset_ops": at_reset.ops, "reset_syncs": at_reset.num_syncs,
+                       "profiled_ops_per_step": run_.profiled_ops(bf16) / run_.horizon}
                 rows.append(row)
                 print(f"  {variant:8s} imagination  {precision:5s} B={batch:<5d} loop {n / loop:8.1f} /s, "
                       f"rollout {n / rollout:8.1f} /s, overhead {100 * rows[-1]['overhead_share']:4.1f} % "
-                      f"({note}) {roofline.describe_dispatch(row)} per step (reset: {at_reset.ops} ops, "
+                      f"({note}) {roofline.describe_dispatch(row)} per step, {row['profiled_ops_per_step']:g} "
+                      f"profiled (reset: {at_reset.ops} ops, "
                       f"{at_reset.num_syncs} syncs); {roofline.describe(row)}", flush=True)
     return rows
 
@@ -249,19 +266,19 @@ def format_table(rows: list[dict]) -> str:
         return f"{r[key]:g}" if key in r else ""
 
     lines = ["| variant | work | precision | ours | reference, Part D | TorchRL/TensorDict overhead "
-             "| ATen ops / step | host syncs / step | GFLOP/s (share of the matmul peak) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| ATen ops / step | host syncs / step | profiled ops / step | GFLOP/s (share of the matmul peak) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         compiled = ", compiled" if r["step"].endswith("+compiled") else ""
         if r["step"].startswith("actor_critic"):
             unit = " s" if r["reference_seconds_cpu"] else ""
             lines.append(f"| {r['variant']} | actor-critic step{compiled} | {r['precision']} | "
                          f"{r['seconds_median']:.3f} s | {ref(r, r['reference_seconds_cpu'])}{unit} | | "
-                         f"{count(r, 'ops_per_step')} | {count(r, 'syncs_per_step')} | {roofline.describe(r)} |")
+                         f"{count(r, 'ops_per_step')} | {count(r, 'syncs_per_step')} | | {roofline.describe(r)} |")
         else:
             lines.append(f"| {r['variant']} | imagination B={r['batch']}{compiled} | {r['precision']} | "
                          f"{r['steps_per_s_rollout']:.1f} steps/s (loop {r['steps_per_s_loop']:.1f}) | "
                          f"{ref(r, r['reference_steps_per_s_cpu'])} | {100 * r['overhead_share']:.1f} % | "
                          f"{count(r, 'ops_per_step')} | {count(r, 'syncs_per_step')} | "
-                         f"{roofline.describe(r)} (per imagined step) |")
+                         f"{count(r, 'profiled_ops_per_step')} | {roofline.describe(r)} (per imagined step) |")
     return "\n".join(lines)

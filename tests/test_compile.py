@@ -148,6 +148,55 @@ def test_compiled_greedy_imagination_picks_the_same_tokens(pair):
     assert torch.equal(end_c, end_e)
 
 
+def _imagine_steps(env, models, resets: int = 2, seed: int = 1, context: int = 3):
+    """``resets`` times: a reset from a random context of ``context`` frames, then H steps of random
+    actions; the frames, rewards and ends of every step. (3 frames and H steps fit in the compact world
+    model's 8 blocks: no step flushes the cache, as in training.)"""
+    g = torch.Generator().manual_seed(seed)
+    n = models.configs.world_model.num_actions
+    out = []
+    with torch.no_grad():
+        for _ in range(resets):
+            ctx = TensorDict(pixels=torch.randint(0, 256, (B, context, 3, S, S), dtype=torch.uint8, generator=g),
+                             action=torch.randint(0, n, (B, context - 1), generator=g), batch_size=[B])
+            td = env.reset(context=ctx)
+            for t in range(H):
+                td = env.step(td.set(keys.ACTION, torch.randint(0, n, (B,), generator=g)))
+                out.append((td[keys.NEXT_PIXELS], td[keys.NEXT_REWARD], td[keys.NEXT_TERMINATED]))
+                td = td["next"].clone()
+    return [torch.stack(x) for x in zip(*out)]
+
+
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
+def test_the_compiled_imagination_step_is_two_static_graphs_and_gives_eager_draws(sample):
+    """``compile_step`` compiles the whole imagined step (``fullgraph``: no graph break, so no data-dependent
+    Python branching and no host sync inside) as two graphs, the first step after a reset and every later
+    one, with static shapes: its KV cache position lives in a device tensor, so no step re-captures. The
+    draws are eager's, greedy or sampled from the same seed (the noise is drawn before the step)."""
+    models = compact_models()
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # runs the captured FX graph as is, and counts it
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    runs = []
+    for compile_step in (False, True):
+        env = ImaginationEnv(models.tokenizer, models.world_model, sample=sample, compile_step=compile_step,
+                             compile_backend=counting_backend)
+        env.set_seed(7)
+        runs.append(_imagine_steps(env, models))
+    torch._dynamo.reset()
+    assert len(graphs) == 2, f"{len(graphs)} graphs for {2 * H} steps after 2 resets"
+    (frames_e, rewards_e, ends_e), (frames_c, rewards_c, ends_c) = runs
+    assert torch.equal(frames_c, frames_e) and torch.equal(ends_c, ends_e)
+    torch.testing.assert_close(rewards_c, rewards_e, rtol=0, atol=1e-6)
+    if sample:  # the sampled run differs from the greedy one: the noise reached the draws
+        greedy = _imagine_steps(ImaginationEnv(models.tokenizer, models.world_model, sample=False), models)
+        assert not torch.equal(greedy[0], frames_e)
+
+
 def test_compiled_actor_critic_loss_equals_eager(pair):
     results = []
     for models in pair:
@@ -175,3 +224,22 @@ def test_the_compiled_parts_are_compiled_and_modes_are_checked(pair):
     assert all(compiled.get_submodule(path)._compiled_call_impl is not None for path in COMPILED_PARTS)
     with pytest.raises(ValueError, match=r"params.common.compile='fast'; expected one of"):
         compile_models(compact_models(), "fast")
+
+
+@pytest.mark.parametrize("mode", [False, "reduce-overhead"])
+def test_a_run_compiles_its_imagination_step_when_configured(tmp_path, mode):
+    """``params.common.compile`` reaches the imagination env that the actor-critic trains in."""
+    from hydra import compose, initialize_config_dir
+
+    from test_validation import ROOT
+    from torchrl_deltairis.data.counts import EpisodeCounts
+    from torchrl_deltairis.data.store import EpisodeStore
+    from torchrl_deltairis.factory import make_actor_critic_component, make_models
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=["params=smoke", f"params.common.compile={mode}"])
+    models = make_models(cfg, 17, torch.device("cpu"))
+    parts = make_actor_critic_component(cfg, models, EpisodeStore(tmp_path / "store", capacity=100), EpisodeCounts(),
+                                        torch.device("cpu"), 0)
+    assert (parts.env.core.compiled_step is not None) == bool(mode)
+    torch._dynamo.reset()

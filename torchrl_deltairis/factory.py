@@ -465,6 +465,7 @@ class ActorCriticParts:
     trunk: ActorCriticTrunk  # the policy network on TensorDicts (real collection)
     dream: Callable[[TensorDictBase], TensorDictBase]  # segments [B, burn_in + 1] -> imagined [B, H] (videos)
     loss: torch.nn.Module  # the configured LossModule (its state goes into the checkpoint)
+    env: ImaginationEnv  # the world model as a TorchRL env: dream's, the on-policy loss's (off-policy: a fixed-batch twin)
 
 
 def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore,
@@ -493,7 +494,7 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     horizon = int(ac.imagination_horizon)
     autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
-                         autocast_dtype=autocast_dtype)
+                         autocast_dtype=autocast_dtype, compile_step=cfg.params.common.get("compile", False))
     with_target = resolved.name in (None, "reinforce")
 
     def dream(segments: TensorDictBase) -> TensorDictBase:
@@ -520,7 +521,7 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     else:
         component = _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved,
                                           common, generators)
-    return ActorCriticParts(component, trunk, dream, loss)
+    return ActorCriticParts(component, trunk, dream, loss, env)
 
 
 def _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved, common,
@@ -544,7 +545,8 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
 
     autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
-                         batch_size=[rows], context_fn=context_fn, autocast_dtype=autocast_dtype)
+                         batch_size=[rows], context_fn=context_fn, autocast_dtype=autocast_dtype,
+                         compile_step=cfg.params.common.get("compile", False))
     env.set_seed(seed + 200)
     generators["actor_critic/imagination"] = env.core.generator
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(int(cfg.params.actor_critic.updates.replay_capacity), device=device),

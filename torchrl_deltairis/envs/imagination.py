@@ -74,11 +74,12 @@ def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().clamp(0, 1).mul(_LEVELS).round().to(torch.uint8)
 
 
-def _pick(logits: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Argmax, or a categorical sample by the Gumbel-max trick (no host sync, unlike multinomial)."""
+def _pick(logits: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Argmax, or with ``noise`` (standard exponential draws of the logits' shape) a categorical sample by
+    the Gumbel-max trick, ``argmax(logits - log(noise))``: no host sync, unlike ``multinomial``."""
     logits = logits.float()
-    if sample:
-        logits = logits - torch.empty_like(logits).exponential_(generator=generator).log()
+    if noise is not None:
+        logits = logits - noise.log()
     return logits.argmax(dim=-1)
 
 
@@ -99,11 +100,20 @@ class ImaginationCore(nn.Module):
             per step (logits ``[B, V]``, indices ``[B]``), then ``"frame"``: the decoded frame ``[B, C, H, W]``
             float, to round to uint8 levels (a pixel at a rounding boundary is a near-tie too). The
             parity check replays the reference's recorded draws through it (:mod:`torchrl_deltairis.parity`).
+        compile_step: False (eager), or a ``torch.compile`` mode (True: the default one; ``"reduce-overhead"``:
+            CUDA graphs on a GPU; ``params.common.compile``) for the step, :meth:`step_tensors`, compiled
+            whole (``fullgraph``, static shapes). It reads and writes the cache's tensors in place at the
+            position held in its device tensor, draws nothing (the sampling noise comes in as an input,
+            drawn before it in the order eager draws it, so compiled and eager sample alike) and
+            branches on no data: the first step after a reset (no tail yet) and the later ones are its
+            only two graphs per batch size. Not with ``draw_fn`` (the parity replay runs eager).
+        compile_backend: the ``torch.compile`` backend (a name, or a callable as torch.compile takes).
     """
 
     def __init__(self, tokenizer: Tokenizer, world_model: WorldModel, *, sample: bool = True,
                  autocast_dtype: torch.dtype | None = None,
-                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> None:
+                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+                 compile_step: bool | str = False, compile_backend: str | Callable = "inductor") -> None:
         super().__init__()
         self.tokenizer, self.world_model, self.sample = tokenizer, world_model, sample
         self.autocast_dtype = autocast_dtype
@@ -111,6 +121,11 @@ class ImaginationCore(nn.Module):
         self.cache: KVCache | None = None
         self.generator: torch.Generator | None = None  # None: torch's global generator
         self._tail: torch.Tensor | None = None  # [B, n, E] embeddings fed before the next action
+        self.compiled_step = None
+        if compile_step is not False and draw_fn is None:
+            mode = None if compile_step in (True, "default") else compile_step
+            self.compiled_step = torch.compile(self.step_tensors, mode=mode, backend=compile_backend,
+                                               fullgraph=True, dynamic=False)
 
     @property
     def num_actions(self) -> int:
@@ -120,6 +135,9 @@ class ImaginationCore(nn.Module):
         b = frames.size(0)
         if self.cache is None or self.cache.batch_size != b or self.cache.device != frames.device:
             self.cache = self.world_model.transformer.make_kv_cache(b, device=frames.device)
+            if self.compiled_step is not None:  # written in place by the step: fixed addresses in a CUDA graph
+                for tensor in (self.cache.keys, self.cache.values, self.cache.length):
+                    torch._dynamo.mark_static_address(tensor)
         self.cache.reset()
         return self.cache
 
@@ -141,14 +159,56 @@ class ImaginationCore(nn.Module):
         self.world_model.transformer(self.world_model.burn_in_sequence(frames, actions, tokens), cache)
         self._tail = frames.new_zeros(frames.size(0), 0, self.world_model.config.transformer_config.embed_dim)
 
-    def _draw(self, kind: str, logits: torch.Tensor) -> torch.Tensor:
+    def _noise(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...] | None:
+        """The exponential draws of one sampled step, in the order the step uses them (the sign head's
+        reward, the end, then the K latents): the numbers eager sampling always drew, drawn up front."""
+        if not self.sample or self.draw_fn is not None:
+            return None
+        wm = self.world_model
+        classes = ([wm.config.num_reward_classes] if wm.config.reward_head != "two_hot" else []) + \
+            [wm.config.num_end_classes] + [wm.config.latent_vocab_size] * wm.config.num_latent_tokens
+        return tuple(torch.empty(batch_size, n, device=device).exponential_(generator=self.generator)
+                     for n in classes)
+
+    def _draw(self, kind: str, logits: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
         if self.draw_fn is not None:
             return self.draw_fn(kind, logits)
-        return _pick(logits, self.sample, self.generator)
+        return _pick(logits, noise.pop(0) if noise is not None else None)
 
-    def _transformer_last(self, sequence: torch.Tensor) -> torch.Tensor:
+    def _transformer_last(self, cache: KVCache, sequence: torch.Tensor) -> torch.Tensor:
         """Runs the cached transformer over ``sequence`` and returns the output at its last token."""
-        return self.world_model.transformer(sequence, self.cache)[:, -1]
+        return self.world_model.transformer(sequence, cache)[:, -1]
+
+    def step_tensors(self, frame: torch.Tensor, action: torch.Tensor, tail: torch.Tensor, keys: torch.Tensor,
+                     values: torch.Tensor, length: torch.Tensor, noise: tuple[torch.Tensor, ...] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One imagined step on tensors only (what ``compile_step`` compiles): the cache's ``keys``, ``values``
+        and ``length`` are written in place; returns the next frame, reward, end and the next tail."""
+        wm, k = self.world_model, self.world_model.config.num_latent_tokens
+        cache = KVCache.view(keys, values, length)
+        noise = list(noise) if noise is not None else None
+        act_emb = wm.act_emb(action.unsqueeze(1))
+        out = self._transformer_last(cache, torch.cat((tail.to(act_emb.dtype), act_emb), dim=1).float())
+        if wm.config.reward_head == "two_hot":
+            logits = wm.head_rewards.head_module(out).float()
+            with torch.autocast(logits.device.type, enabled=False):  # the expectation in fp32
+                reward = functional.two_hot_expectation(logits)
+        else:
+            reward = self._draw("reward", wm.head_rewards.head_module(out), noise).float() - 1
+        end = self._draw("end", wm.head_ends.head_module(out), noise).bool()
+        tokens = [self._draw("latent", wm.head_latents.head_module(out), noise)]
+        for _ in range(k - 1):
+            out = self._transformer_last(cache, wm.latents_emb(tokens[-1]).unsqueeze(1).float())
+            tokens.append(self._draw("latent", wm.head_latents.head_module(out), noise))
+        q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
+        prev = functional.pixels_to_float(frame).unsqueeze(1)
+        with self._autocast(frame.device):  # the convolutions: nearly all of the FLOPs
+            decoded = self.tokenizer.decode(prev, action.unsqueeze(1), q)[:, 0]
+            next_frame = (to_uint8_frames(decoded) if self.draw_fn is None
+                          else self.draw_fn("frame", decoded.float())).unsqueeze(1)  # [B, 1, C, H, W] uint8
+            frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
+        tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
+        return next_frame[:, 0], reward, end, tail
 
     @torch.no_grad()
     def forward(self, frame: torch.Tensor,
@@ -157,33 +217,21 @@ class ImaginationCore(nn.Module):
         reward ``[B]`` float32, end ``[B]`` bool."""
         if self.cache is None or self._tail is None:
             raise RuntimeError("ImaginationCore.forward called before reset(context)")
-        wm, k = self.world_model, self.world_model.config.num_latent_tokens
-        tc = wm.config.transformer_config
-        if self.cache.size + self._tail.size(1) + k + 1 > tc.max_tokens:  # host-side ints: no sync
-            self.cache.reset()  # the reference flushes the whole context when it is full (play only)
+        cache, k = self.cache, self.world_model.config.num_latent_tokens
+        if cache.size + self._tail.size(1) + k + 1 > cache.max_tokens:  # host-side ints: no sync
+            cache.reset()  # the reference flushes the whole context when it is full (play only)
             self._tail = self._tail[:, -1:]
-        act_emb = wm.act_emb(action.unsqueeze(1))
-        out = self._transformer_last(torch.cat((self._tail.to(act_emb.dtype), act_emb), dim=1).float())
-        if wm.config.reward_head == "two_hot":
-            logits = wm.head_rewards.head_module(out).float()
-            with torch.autocast(logits.device.type, enabled=False):  # the expectation in fp32
-                reward = functional.two_hot_expectation(logits)
+        written = self._tail.size(1) + k  # the tail, the action and K - 1 latents
+        inputs = (frame, action, self._tail, cache.keys, cache.values, cache.length,
+                  self._noise(frame.size(0), frame.device))
+        if self.compiled_step is None:
+            next_frame, reward, end, self._tail = self.step_tensors(*inputs)
         else:
-            reward = self._draw("reward", wm.head_rewards.head_module(out)).float() - 1
-        end = self._draw("end", wm.head_ends.head_module(out)).bool()
-        tokens = [self._draw("latent", wm.head_latents.head_module(out))]
-        for _ in range(k - 1):
-            out = self._transformer_last(wm.latents_emb(tokens[-1]).unsqueeze(1).float())
-            tokens.append(self._draw("latent", wm.head_latents.head_module(out)))
-        q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
-        prev = functional.pixels_to_float(frame).unsqueeze(1)
-        with self._autocast(frame.device):  # the convolutions: nearly all of the FLOPs
-            decoded = self.tokenizer.decode(prev, action.unsqueeze(1), q)[:, 0]
-            next_frame = (to_uint8_frames(decoded) if self.draw_fn is None
-                          else self.draw_fn("frame", decoded.float())).unsqueeze(1)  # [B, 1, C, H, W] uint8
-            frame_emb = wm.embed_frames(functional.pixels_to_float(next_frame))[:, :, 0]  # [B, 1, E]
-        self._tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
-        return next_frame[:, 0], reward, end
+            torch.compiler.cudagraph_mark_step_begin()  # one step per replay: the last one's outputs are done
+            # a CUDA graph's outputs live in memory its next replay overwrites: the run keeps copies
+            next_frame, reward, end, self._tail = (t.clone() for t in self.compiled_step(*inputs))
+        cache.size += written
+        return next_frame, reward, end
 
 
 class ImaginationEnv(ModelBasedEnvBase):
@@ -192,7 +240,9 @@ class ImaginationEnv(ModelBasedEnvBase):
 
     Args:
         tokenizer, world_model: the trained models; the env's device is that of their parameters.
-        sample, autocast_dtype, draw_fn: see :class:`ImaginationCore`.
+        sample, autocast_dtype, draw_fn, compile_step, compile_backend: see :class:`ImaginationCore`
+            (``compile_step`` compiles the world model's step; TorchRL's own ``compile=`` keyword, which
+            every env takes, compiles ``step_and_maybe_reset`` with its TensorDict plumbing instead).
         policy_state_spec: specs (unbatched) of policy-owned keys to carry between steps, e.g.
             :func:`torchrl_deltairis.policy.recurrent_state_spec`. ``reset`` takes them from the context
             (the burned-in state) or fills zeros.
@@ -207,11 +257,13 @@ class ImaginationEnv(ModelBasedEnvBase):
                  policy_state_spec: Composite | None = None, batch_size: torch.Size | tuple = (),
                  context_fn: Callable[[], TensorDictBase] | None = None,
                  autocast_dtype: torch.dtype | None = None,
-                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> None:
+                 draw_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+                 compile_step: bool | str = False, compile_backend: str | Callable = "inductor") -> None:
         device = next(world_model.parameters()).device
         batch = torch.Size(batch_size)
         core = ImaginationCore(tokenizer, world_model, sample=sample, autocast_dtype=autocast_dtype,
-                               draw_fn=draw_fn)
+                               draw_fn=draw_fn, compile_step=compile_step,
+                               compile_backend=compile_backend)
         # a reset's flags are False by construction (a fresh context, or the rows' state with the flags of
         # the last full reset): TorchRL's check of them (`done.any()` per flag) would only sync the host
         super().__init__(core, device=device, batch_size=batch, allow_done_after_reset=True)

@@ -4,7 +4,9 @@ The reference (delta-iris ``src/models/kv_caching.py``) keeps growing caches ins
 module. Here the cache is a plain object owned by the caller (the imagination env) and passed to
 ``Transformer.forward``: its tensors have static shapes ``[num_layers, B, max_tokens, E]``, the write
 position is a device tensor, and attention always runs over all ``max_tokens`` slots with a mask, so
-one decoding step has fixed shapes (a prerequisite for CUDA-graph capture).
+one decoding step has fixed shapes (a prerequisite for CUDA-graph capture). :meth:`KVCache.view` wraps the
+same three tensors without the host-side length, for a compiled step (``ImaginationCore``): nothing in
+it then reads or branches on a Python int that changes from step to step.
 
 It is meant for inference (imagination runs the world model under ``torch.no_grad``).
 """
@@ -24,7 +26,7 @@ class KVCache:
         device, dtype: where the cache lives (take them from the model's parameters or the data).
 
     ``length`` (int64 0-dim tensor on ``device``) is the number of tokens written; ``size`` is its
-    host-side mirror, kept for bounds checks and slicing without a device sync.
+    host-side mirror, kept for bounds checks and slicing without a device sync (None on a :meth:`view`).
     """
 
     def __init__(self, *, num_layers: int, batch_size: int, max_tokens: int, embed_dim: int,
@@ -34,7 +36,16 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = torch.zeros((), dtype=torch.long, device=device)
-        self.size = 0
+        self.size: int | None = 0
+
+    @classmethod
+    def view(cls, keys: torch.Tensor, values: torch.Tensor, length: torch.Tensor) -> "KVCache":
+        """A cache over existing tensors (written in place) with no host-side mirror: ``size`` is None, so
+        :meth:`positions` checks no bounds (the owner of the tensors does) and nothing specializes a
+        compiled graph on how many tokens are cached."""
+        cache = cls.__new__(cls)
+        cache.keys, cache.values, cache.length, cache.size = keys, values, length, None
+        return cache
 
     @property
     def num_layers(self) -> int:
@@ -63,7 +74,7 @@ class KVCache:
 
     def positions(self, num_new: int) -> torch.Tensor:
         """Absolute positions ``[num_new]`` of the next ``num_new`` tokens."""
-        if self.size + num_new > self.max_tokens:
+        if self.size is not None and self.size + num_new > self.max_tokens:
             raise ValueError(f"KV cache overflow: {self.size} tokens cached + {num_new} new > "
                              f"max_tokens={self.max_tokens}")
         return self.length + torch.arange(num_new, device=self.length.device)
@@ -79,4 +90,5 @@ class KVCache:
     def advance(self, num_new: int) -> None:
         """Marks ``num_new`` more tokens as written (called once per forward, after all layers)."""
         self.length += num_new
-        self.size += num_new
+        if self.size is not None:
+            self.size += num_new

@@ -69,11 +69,14 @@ def compile_models(models: DeltaIrisModels, mode: bool | str = True, backend: st
         raise ValueError(f"params.common.compile={mode!r}; expected one of {list(COMPILE_MODES)}")
     if mode is False:
         return models
-    # one part runs with and without gradients, in train and eval mode, at several batch sizes (after
-    # a second size the batch becomes symbolic): more graphs than dynamo's default limit of 8
+    # one part runs with and without gradients, in train and eval mode, at a few batch sizes, each its
+    # own static graph: more graphs than dynamo's default limit of 8. Static shapes (dynamic=False): a run
+    # has few shapes, CUDA graphs want static ones, and Inductor failed to lay out the actor-critic's
+    # CNN once its batch became symbolic ("cannot determine truth value of Relational", torch 2.13)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for path in COMPILED_PARTS:
-        models.get_submodule(path).compile(mode=None if mode in (True, "default") else mode, backend=backend)
+        models.get_submodule(path).compile(mode=None if mode in (True, "default") else mode, backend=backend,
+                                           dynamic=False)
     return models
 
 

@@ -185,6 +185,9 @@ class WorldModel(nn.Module):
         With ``kv_cache`` the sequence continues the cached one (head positions account for it).
         """
         prev_steps = 0 if kv_cache is None else kv_cache.size
+        if prev_steps is None:
+            raise ValueError("WorldModel.forward needs a KVCache with its host-side size (not a KVCache.view): "
+                             "the heads' positions depend on it")
         n = sequence.size(1)
         out = self.transformer(sequence, kv_cache)
         return WorldModelOutput(out, self.head_latents(out, n, prev_steps),
