@@ -29,6 +29,7 @@ from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
 pytestmark = pytest.mark.slow
 B, L, H = 4, 6, 5
+CTX = 3  # context frames of an imagined rollout: with H steps they fit the compact world model's 8 blocks
 S = 16  # frames S×S
 CNN = {"num_channels": 16, "num_groups": 8, "mult": [2], "down": [1]}  # latents S / 2 = 8, as the fixture's
 
@@ -126,8 +127,8 @@ def test_compiled_greedy_imagination_picks_the_same_tokens(pair):
         env = ImaginationEnv(models.tokenizer, models.world_model, sample=False)
         g = torch.Generator().manual_seed(1)
         n = models.configs.world_model.num_actions
-        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, S, S), dtype=torch.uint8, generator=g),
-                         action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, CTX, 3, S, S), dtype=torch.uint8, generator=g),
+                         action=torch.randint(0, n, (B, CTX - 1), generator=g), batch_size=[B])
         actions = torch.randint(0, n, (H, B), generator=g)
         td = env.reset(TensorDict({keys.CONTEXT: ctx}, batch_size=[B])).exclude(keys.CONTEXT)
         frames, rewards, ends = [], [], []
@@ -148,7 +149,7 @@ def test_compiled_greedy_imagination_picks_the_same_tokens(pair):
     assert torch.equal(end_c, end_e)
 
 
-def _imagine_steps(env, models, resets: int = 2, seed: int = 1, context: int = 3):
+def _imagine_steps(env, models, resets: int = 2, seed: int = 1, context: int = CTX):
     """``resets`` times: a reset from a random context of ``context`` frames, then H steps of random
     actions; the frames, rewards and ends of every step. (3 frames and H steps fit in the compact world
     model's 8 blocks: no step flushes the cache, as in training.)"""
@@ -206,8 +207,8 @@ def test_compiled_actor_critic_loss_equals_eager(pair):
         loss = build_actor_critic_loss(models.actor_critic, ActorCriticLossConfig(gamma=0.995, entropy_weight=0.002))
         g = torch.Generator().manual_seed(2)
         n = models.configs.world_model.num_actions
-        ctx = TensorDict(pixels=torch.randint(0, 256, (B, L, 3, S, S), dtype=torch.uint8, generator=g),
-                         action=torch.randint(0, n, (B, L - 1), generator=g), batch_size=[B])
+        ctx = TensorDict(pixels=torch.randint(0, 256, (B, CTX, 3, S, S), dtype=torch.uint8, generator=g),
+                         action=torch.randint(0, n, (B, CTX - 1), generator=g), batch_size=[B])
         torch.manual_seed(3)  # the policy's samples
         rollout = imagine(env, make_actor(models.actor_critic.model), models.actor_critic, ctx, H)
         out = loss(rollout)

@@ -30,10 +30,21 @@ def recurrent_env(models, **kwargs):
     return ImaginationEnv(models.tokenizer, models.world_model, policy_state_spec=spec, **kwargs)
 
 
-def test_check_env_specs(tiny_models):
-    env = ImaginationEnv(tiny_models.tokenizer, tiny_models.world_model, sample=True)
-    start = env.reset(context(tiny_models)).exclude(keys.CONTEXT)
-    check_env_specs(env, tensordict=start)
+@pytest.mark.parametrize("state", [False, True], ids=["no_state", "policy_state"])
+@pytest.mark.parametrize("batch, wrapped", [((), False), ((B,), False), ((B,), True)],
+                         ids=["batch_unlocked", "fixed_batch", "fixed_batch_transformed"])
+def test_check_env_specs(tiny_models, state, batch, wrapped):
+    """TorchRL's spec check holds for the env as the README builds it: with and without the policy's
+    state keys (a policy that writes none gets the state it had), batch-unlocked or of fixed batch, bare
+    or in a TransformedEnv. TorchRL's RewardSum and StepCounter size their entries from the specs, so
+    they need the fixed batch (on a batch-unlocked env their reset fails inside TorchRL)."""
+    ctx = context(tiny_models).get(keys.CONTEXT)
+    kwargs = dict(batch_size=batch, context_fn=lambda: ctx.clone())
+    env = (recurrent_env(tiny_models, **kwargs) if state
+           else ImaginationEnv(tiny_models.tokenizer, tiny_models.world_model, **kwargs))
+    if wrapped:
+        env = TransformedEnv(env, Compose(RewardSum(), StepCounter()))
+    check_env_specs(env, tensordict=None if batch else env.reset(context=ctx))
 
 
 def test_reset_without_context_names_the_keys(tiny_models):
@@ -285,3 +296,21 @@ def test_an_imagined_step_does_not_synchronise_the_gpu():
             env.core(td[keys.PIXELS], td[keys.ACTION])
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_imagination_refuses_to_go_past_the_world_models_context(tiny_models):
+    """Context frames + horizon - 1 <= max_blocks: the step that would not fit fails with one line naming
+    max_blocks (the reference flushed its cache there without a word); so does a context too long."""
+    mb = tiny_models.configs.world_model.transformer_config.max_blocks
+    env = ImaginationEnv(tiny_models.tokenizer, tiny_models.world_model, sample=False)
+    td = env.reset(context(tiny_models))  # L + 1 = 3 context frames: mb - 2 steps fit
+    actions = torch.zeros(B, dtype=torch.long)
+    for _ in range(mb - L):
+        td = env.step(td.exclude(keys.CONTEXT).set(keys.ACTION, actions))["next"]
+    with pytest.raises(ValueError, match=rf"max_blocks={mb} .*context frames \+ horizon - 1 must be at most {mb}"):
+        env.step(td.set(keys.ACTION, actions))
+    g = torch.Generator().manual_seed(0)
+    long = TensorDict(pixels=torch.randint(0, 256, (B, mb + 1, 3, 64, 64), dtype=torch.uint8, generator=g),
+                      action=torch.zeros(B, mb, dtype=torch.long), batch_size=[B])
+    with pytest.raises(ValueError, match=rf"a context of {mb + 1} frames .* max_blocks={mb}"):
+        env.reset(context=long)

@@ -75,6 +75,8 @@ def test_the_shipped_presets_validate():
      r"params.world_model.transformer_config.attn_pdrop=1; expected a number in \[0, 1\)"),
     ("params.world_model.transformer_config.max_blocks=3", r"params.world_model.transformer_config.max_blocks=3; "
      r"expected >= params.training.world_model.sequence_length = 8"),
+    ("params.actor_critic.imagination_horizon=8", r"params.world_model.transformer_config.max_blocks=8; expected >= "
+     r"params.training.actor_critic.sequence_length \+ params.actor_critic.imagination_horizon - 1 = 10"),
     ("params.actor_critic.loss=ppo params.training.actor_critic.grad_acc_steps=2",
      r"params.training.actor_critic.grad_acc_steps=2 with several updates per imagined batch"),
     ("params.actor_critic.updates.num_minibatches=0",

@@ -182,8 +182,8 @@ def _check_number(cfg: DictConfig, path: str, low, high, low_open: bool, high_op
 
 def _check_context(cfg: DictConfig, configs) -> None:
     """The world model's context (``transformer_config.max_blocks`` frames) must hold its training
-    sequences and the actor-critic's context segment (burned in at once); an imagination that runs
-    past it flushes the context, as the reference does."""
+    sequences, the actor-critic's context segment (burned in at once) and the imagination that follows
+    it (the reference flushed the context there without a word; the imagination env refuses)."""
     max_blocks = configs.world_model.transformer_config.max_blocks
     t = cfg.params.training
     for what, blocks in (("params.training.world_model.sequence_length", int(t.world_model.sequence_length)),
@@ -191,6 +191,12 @@ def _check_context(cfg: DictConfig, configs) -> None:
         if blocks > max_blocks:
             raise ValueError(f"params.world_model.transformer_config.max_blocks={max_blocks}; expected >= {what} "
                              f"= {blocks} (the world model's context, in frames)")
+    horizon = int(cfg.params.actor_critic.imagination_horizon)
+    imagined = int(t.actor_critic.sequence_length) + horizon - 1
+    if imagined > max_blocks:
+        raise ValueError(f"params.world_model.transformer_config.max_blocks={max_blocks}; expected >= "
+                         f"params.training.actor_critic.sequence_length + params.actor_critic.imagination_horizon - 1 "
+                         f"= {imagined} (the context frames and the imagined steps)")
 
 
 def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:

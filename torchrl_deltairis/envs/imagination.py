@@ -35,10 +35,10 @@ them row by row on the device: no host sync per imagined step). A reset without 
 new context in for the whole batch. ``rollout`` defaults to ``break_when_any_done=False`` on this env
 (a ``TransformedEnv`` keeps TorchRL's default, True: pass False there).
 
-``_step`` returns only the keys the world model owns, so that keys written by the policy (its
-recurrent state in ``("next", ...)``) are not overwritten by stale copies (SPEC B.0.2). Pass
-policy-owned keys that must travel from step to step (the LSTM state) as ``policy_state_spec`` so that
-TorchRL's ``step_mdp`` carries them. Sampling draws from the env's own generator: ``env.set_seed(s)``
+Policy-owned keys that must travel from step to step (the LSTM state) are declared as
+``policy_state_spec``: they are observations of the env, and ``_step`` returns, for each, the very
+tensor the policy wrote into ``("next", key)`` (never a stale copy), or the state the step started from
+when the policy wrote none (a random policy, ``check_env_specs``). Sampling draws from the env's own generator: ``env.set_seed(s)``
 makes two rollouts of the same policy actions identical, whatever else uses torch's global generator.
 """
 
@@ -152,6 +152,11 @@ class ImaginationCore(nn.Module):
         if frames.ndim != 5 or actions.shape != (frames.size(0), frames.size(1) - 1):
             raise ValueError(f"expected context frames [B, L+1, C, H, W] and actions [B, L], got "
                              f"{tuple(frames.shape)} and {tuple(actions.shape)}")
+        tc = self.world_model.config.transformer_config
+        if frames.size(1) > tc.max_blocks:
+            raise ValueError(f"a context of {frames.size(1)} frames does not fit the world model's context: "
+                             f"max_blocks={tc.max_blocks} time steps (world_model.transformer_config.max_blocks), "
+                             f"one of them for the first imagined step")
         self.tokenizer.eval(), self.world_model.eval()
         frames = functional.pixels_to_float(frames)
         cache = self._cache_for(frames)
@@ -210,6 +215,17 @@ class ImaginationCore(nn.Module):
         tail = torch.cat((wm.latents_emb(tokens[-1]).unsqueeze(1).float(), frame_emb.float()), dim=1)
         return next_frame[:, 0], reward, end, tail
 
+    def _context_full(self) -> None:
+        """The next step would not fit the world model's context. Imagination refuses (the reference
+        silently flushed its cache there, losing the episode's past); play's ``SlidingImaginationCore``
+        slides its window instead."""
+        tc = self.world_model.config.transformer_config
+        steps = (self.cache.size + self._tail.size(1)) // tc.tokens_per_block
+        raise ValueError(f"imagination past the world model's context: the context and the steps so far fill "
+                         f"{steps} of max_blocks={tc.max_blocks} time steps "
+                         f"(world_model.transformer_config.max_blocks); context frames + horizon - 1 must be at most "
+                         f"{tc.max_blocks} (play's SlidingImaginationCore slides a window instead)")
+
     @torch.no_grad()
     def forward(self, frame: torch.Tensor,
                 action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -219,8 +235,7 @@ class ImaginationCore(nn.Module):
             raise RuntimeError("ImaginationCore.forward called before reset(context)")
         cache, k = self.cache, self.world_model.config.num_latent_tokens
         if cache.size + self._tail.size(1) + k + 1 > cache.max_tokens:  # host-side ints: no sync
-            cache.reset()  # the reference flushes the whole context when it is full (play only)
-            self._tail = self._tail[:, -1:]
+            self._context_full()
         written = self._tail.size(1) + k  # the tail, the action and K - 1 latents
         inputs = (frame, action, self._tail, cache.keys, cache.values, cache.length,
                   self._noise(frame.size(0), frame.device))
@@ -330,13 +345,19 @@ class ImaginationEnv(ModelBasedEnvBase):
         end = end.unsqueeze(-1)
         current = self._current
         current.set(keys.PIXELS, frame)
-        for key in self.policy_state_keys:  # the state the policy carries into the next step
+        out = TensorDict({keys.PIXELS: frame, keys.REWARD: reward.unsqueeze(-1), keys.DONE: end,
+                          keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end)},
+                         batch_size=tensordict.batch_size, device=frame.device)
+        for key in self.policy_state_keys:  # the state the policy carries into the next step: the one it
+            # wrote into ("next", key) (that very tensor), or, from a policy that keeps none, the one it had
             value = tensordict.get(("next", key), None)
-            if value is not None:
-                current.set(key, value)
-        return TensorDict({keys.PIXELS: frame, keys.REWARD: reward.unsqueeze(-1), keys.DONE: end,
-                           keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end)},
-                          batch_size=tensordict.batch_size, device=frame.device)
+            if value is None:
+                value = tensordict.get(key, None)
+            if value is None:
+                value = self._state_zeros(key, tensordict.batch_size, frame.device)
+            current.set(key, value)
+            out.set(key, value)
+        return out
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
         """TorchRL's ``maybe_reset`` (``step_and_maybe_reset``: rollouts, collectors) without its host syncs.
