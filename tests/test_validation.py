@@ -83,6 +83,9 @@ def test_the_shipped_presets_validate():
      r"params.actor_critic.updates.num_minibatches=0; expected an integer >= 1"),
     ("params.actor_critic.loss={_target_:torchrl.objectives.DiscreteSACLoss,alpha:1}",
      r"params.actor_critic.loss.alpha is not a parameter of DiscreteSACLoss"),
+    # a class whose __init__ takes **kwargs is checked against its parents' parameters and what it reads
+    ("params.actor_critic.loss={_target_:torchrl.objectives.ClipPPOLoss,clip_epsilom:0.1}",
+     r"params.actor_critic.loss.clip_epsilom is not a parameter of ClipPPOLoss; close matches: \['clip_epsilon'\]"),
     ("params.tokenizer.encoder_config.num_channels=30", r"num_channels|num_groups|multiple"),
     ("params.common.device=gpu", r"params.common.device='gpu' is not a device; expected one of"),
     ("params.common.epochs=0", r"params.common.epochs=0; expected an integer >= 1"),

@@ -54,8 +54,10 @@ Its keys are TorchRL-style ``_AcceptedKeys`` (``loss.set_keys(...)``).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -164,6 +166,32 @@ class ResolvedLoss:
     value_estimator: str
 
 
+_KWARGS_READ = re.compile(r"""["'](\w+)["']\s+in\s+kwargs|kwargs(?:\.get|\.pop|\.setdefault)?[\[(]\s*["'](\w+)["']""")
+
+
+def accepted_kwargs(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes. A class whose ``__init__`` takes ``**kwargs`` (TorchRL's
+    PPO and A2C losses) passes them to its parents' ``__init__`` or reads a few itself (deprecated
+    names): the named parameters along the MRO up to the first ``__init__`` without ``**kwargs``, plus
+    the names its source reads from ``kwargs``. None (anything goes) where the source cannot be read."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        accepted |= {name for name, p in params.items() if name != "self"
+                     and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return accepted
+        try:
+            source = inspect.getsource(init)
+        except (OSError, TypeError):
+            return None
+        accepted |= {a or b for a, b in _KWARGS_READ.findall(source)}
+    return accepted
+
+
 def resolve_loss(config: ActorCriticLossConfig) -> ResolvedLoss:
     """The class, its kwargs and the update scheme that ``config`` names; every value checked."""
     where = "params.actor_critic.loss"
@@ -178,12 +206,12 @@ def resolve_loss(config: ActorCriticLossConfig) -> ResolvedLoss:
         raise ValueError(f"{where}={node!r}; expected one of {list(NAMED_LOSSES)} or a node with _target_")
     cls = _import(node["_target_"], f"{where}._target_")
     kwargs = {k: v for k, v in node.items() if k != "_target_"}
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = accepted_kwargs(cls)
     for key in kwargs:
-        if key not in params and not takes_any:
-            raise ValueError(f"{where}.{key} is not a parameter of {cls.__name__}; expected one of "
-                             f"{[p for p in params if p != 'self']}")
+        if accepted is not None and key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=3)
+            raise ValueError(f"{where}.{key} is not a parameter of {cls.__name__}"
+                             + (f"; close matches: {close}" if close else f"; expected one of {sorted(accepted)}"))
     u = config.updates
     mode, epochs, minibatches = _UPDATE_DEFAULTS.get(name, ("on_policy", 1, 1))
     mode = u.mode if u.mode is not None else mode
