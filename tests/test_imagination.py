@@ -249,6 +249,48 @@ def always_ends(core):
     return ending
 
 
+def test_torchrl_policy_transform_auto_registration_changes_nothing(tiny_models):
+    """TorchRL 0.15 turns ``auto_register_policy_transforms`` on: the collector then adds the transforms
+    a recurrent policy needs that the env's specs lack. The env declares ``is_init`` (always False), so
+    no InitTracker comes to mark t = 0 and the imagined ends, where a recurrent policy would zero its
+    burned-in state: with True, False and TorchRL 0.14's default the batches are the same, no
+    FutureWarning is raised, and a stock loss re-running the policy over the batch in recurrent mode
+    gets the collected log-probabilities back (ratio 1 before any update)."""
+    import warnings
+
+    from torchrl.modules import set_recurrent_mode
+
+    net = tiny_models.actor_critic.model
+
+    def context_fn():
+        td = context(tiny_models, batch=2, seed=5)
+        h, c = burn_in(net, td[keys.CONTEXT_PIXELS][:, :-1])
+        return td.set(keys.RECURRENT_STATE_H, h).set(keys.RECURRENT_STATE_C, c)
+
+    batches = []
+    for flag in (True, False, None):
+        env = recurrent_env(tiny_models, batch_size=[2], context_fn=context_fn, sample=True)
+        env.set_seed(0)
+        actor = make_actor(ActorCriticTrunk(net))
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            collector = Collector(env, actor, frames_per_batch=2 * H, total_frames=2 * H,
+                                  reset_at_each_iter=True, auto_register_policy_transforms=flag)
+            assert collector.env is env  # nothing was appended
+            batches.append(next(iter(collector)))
+        collector.shutdown()
+    for other in batches[1:]:
+        assert set(other.keys(True, True)) == set(batches[0].keys(True, True))
+        for key in batches[0].keys(True, True):
+            if key[0] != "collector" if isinstance(key, tuple) else True:
+                assert torch.equal(other[key], batches[0][key]), key
+    batch = batches[0]
+    with torch.no_grad(), set_recurrent_mode(True):
+        again = make_actor(ActorCriticTrunk(net)).get_dist(batch.clone()).log_prob(batch[keys.ACTION])
+    torch.testing.assert_close(again, batch["action_log_prob"], rtol=0, atol=1e-5)
+
+
 def test_a_stock_collector_on_the_wrapped_env(tiny_models):
     env = wrapped(tiny_models, batch_size=[2], context_fn=lambda: start_context(tiny_models, batch=2, seed=5))
     actor = make_actor(ActorCriticTrunk(tiny_models.actor_critic.model))

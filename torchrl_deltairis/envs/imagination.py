@@ -289,7 +289,13 @@ class ImaginationEnv(ModelBasedEnvBase):
         states = {k: v.expand(*batch, *v.shape).to(device)  # on the models' device, wherever it was built
                   for k, v in (policy_state_spec or Composite()).items(True, True)}
         self.policy_state_keys = list(states)
-        self.observation_spec = Composite({keys.PIXELS: pixels, **states}, shape=batch, device=device)
+        # "is_init", always False: no imagined step starts a policy from a fresh state (the first starts
+        # from the burned-in one, and rows go on after an end). Declared so that TorchRL's collectors
+        # (auto_register_policy_transforms, True from TorchRL 0.15) add no InitTracker, whose True at
+        # t = 0 and after each imagined end would make a recurrent policy zero its state there
+        init = Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=device)
+        self.observation_spec = Composite({keys.PIXELS: pixels, keys.IS_INIT: init, **states}, shape=batch,
+                                          device=device)
         self.action_spec = Categorical(c.num_actions, shape=batch, dtype=torch.int64, device=device)
         self.reward_spec = Unbounded(shape=(*batch, 1), device=device)
         flag = Categorical(2, shape=(*batch, 1), dtype=torch.bool, device=device)
@@ -327,7 +333,7 @@ class ImaginationEnv(ModelBasedEnvBase):
         self.core.reset(frames, actions)
         batch = context.batch_size[:1]
         false = torch.zeros(*batch, 1, dtype=torch.bool, device=frames.device)
-        out = TensorDict({keys.PIXELS: to_uint8_frames(frames[:, -1]), keys.DONE: false,
+        out = TensorDict({keys.PIXELS: to_uint8_frames(frames[:, -1]), keys.IS_INIT: false.clone(), keys.DONE: false,
                           keys.TERMINATED: false.clone(), keys.TRUNCATED: false.clone()},
                          batch_size=batch, device=frames.device)
         for key in self.policy_state_keys:
@@ -346,7 +352,8 @@ class ImaginationEnv(ModelBasedEnvBase):
         current = self._current
         current.set(keys.PIXELS, frame)
         out = TensorDict({keys.PIXELS: frame, keys.REWARD: reward.unsqueeze(-1), keys.DONE: end,
-                          keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end)},
+                          keys.TERMINATED: end.clone(), keys.TRUNCATED: torch.zeros_like(end),
+                          keys.IS_INIT: torch.zeros_like(end)},
                          batch_size=tensordict.batch_size, device=frame.device)
         for key in self.policy_state_keys:  # the state the policy carries into the next step: the one it
             # wrote into ("next", key) (that very tensor), or, from a policy that keeps none, the one it had
