@@ -70,7 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ("params=smoke", "params.collection.train.steps_per_batch=10",
         "params.collection.train.config.num_steps_first_epoch=40",
         "params.collection.train.config.num_steps=20",
-        "params.training.world_model.sequence_length=4",  # the tokenizer's too
+        "params.training.world_model.sequence_length=5",  # the tokenizer's too; max_blocks: 3 context frames + 3 steps - 1
         *(f"params.training.{c}.batch_num_samples=2" for c in ("tokenizer", "world_model", "actor_critic")),
         *(f"params.training.{c}.{k}=1" for c in ("tokenizer", "world_model")
           for k in ("steps_first_epoch", "steps_per_epoch")),

@@ -356,3 +356,13 @@ def test_imagination_refuses_to_go_past_the_world_models_context(tiny_models):
                       action=torch.zeros(B, mb, dtype=torch.long), batch_size=[B])
     with pytest.raises(ValueError, match=rf"a context of {mb + 1} frames .* max_blocks={mb}"):
         env.reset(context=long)
+
+
+def test_a_context_that_ends_on_padding_is_refused(tiny_models):
+    env = ImaginationEnv(tiny_models.tokenizer, tiny_models.world_model, sample=False)
+    ctx = context(tiny_models).get(keys.CONTEXT)
+    mask = torch.ones(B, L + 1, dtype=torch.bool)
+    env.reset(context=ctx.clone().set(keys.MASK_PADDING, mask))  # left padding is fine
+    mask[1, -1] = False
+    with pytest.raises(ValueError, match=r"ends on a padding frame in 1 of 3 rows .*can_sample_beyond_end=False"):
+        env.reset(context=ctx.clone().set(keys.MASK_PADDING, mask))

@@ -4,5 +4,6 @@ rebuilt on TorchRL."""
 __version__ = "0.1.0"
 
 from torchrl_deltairis.reference import load_reference_checkpoint  # noqa: E402
+from torchrl_deltairis.runs import FinishedRun, load_run  # noqa: E402
 
-__all__ = ["__version__", "load_reference_checkpoint"]
+__all__ = ["__version__", "FinishedRun", "load_reference_checkpoint", "load_run"]

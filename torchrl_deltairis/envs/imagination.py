@@ -22,8 +22,10 @@ env in one of three ways, all of which TorchRL's wrappers keep:
 - on the bare env only, ``env.reset(TensorDict({"context": td, ...}))`` (a ``TransformedEnv`` keeps
   only reset and ``state_spec`` keys of its reset input, so use the keyword there).
 
-An optional ``"mask_padding"`` is ignored, as the reference ignores it: padding frames are zeros and
-are fed as such; the start frame (the last one) must be real.
+An optional ``"mask_padding"`` ``[B, L+1]`` is otherwise ignored, as the reference ignores it: padding
+frames are zeros and are fed as such. The start frame (the last one) must be real: a context whose
+mask says otherwise is refused where that costs no device sync (a mask on the CPU, e.g. straight from
+a sampler; the run's own sampler never ends a window on padding).
 
 Predicted ends never stop imagination (the reference imagines H steps and masks what follows an end).
 When TorchRL resets the rows that ended (``maybe_reset`` in ``rollout`` or a ``Collector``: a reset
@@ -330,6 +332,12 @@ class ImaginationEnv(ModelBasedEnvBase):
             return self._current.clone()
         context = self._start_context(tensordict, context)
         frames, actions = context.get(keys.PIXELS), context.get(keys.ACTION)
+        mask = context.get(keys.MASK_PADDING, None)
+        if mask is not None and mask.device.type == "cpu" and not bool(mask[..., -1].all()):
+            raise ValueError(f"the start context ends on a padding frame in {int((~mask[..., -1]).sum())} of "
+                             f"{mask.shape[0]} rows ('mask_padding'[:, -1] False): imagination starts from the "
+                             f"last frame; sample windows that end on a real one "
+                             f"(SegmentSampler(..., can_sample_beyond_end=False))")
         self.core.reset(frames, actions)
         batch = context.batch_size[:1]
         false = torch.zeros(*batch, 1, dtype=torch.bool, device=frames.device)
