@@ -13,7 +13,8 @@
   over B·T.
 - :func:`make_actor` wraps the trunk into a ``ProbabilisticTensorDictSequential`` with a
   ``Categorical`` over int64 actions (``"action"``, ``"action_log_prob"``); ``ExplorationType.MODE``
-  takes the argmax. :func:`make_value_operator` is the critic view of the same trunk.
+  takes the argmax. :func:`make_value_operator` is the critic of the same network, writing
+  ``"state_value"`` only (a :class:`ValueOperator`).
 - :func:`burn_in` runs a network's LSTM over context frames (the policy and its EMA target each run
   their own) and returns the state to start from. :class:`CollectBurnIn` does the same at the start
   of each real-environment collect, over the last frames of each env's running episode, and returns
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from torch._C._functorch import is_batchedtensor
 from tensordict.nn import (
     InteractionType,
     ProbabilisticTensorDictModule,
@@ -103,6 +105,13 @@ class ActorCriticTrunk(TensorDictModuleBase):
         values = [value_logits_key, value_key] if write_values else []
         self.out_keys = [logits_key, *values, *(("next", k) for k in self.state_keys)]
 
+    def with_values(self, write_values: bool) -> "ActorCriticTrunk":
+        """A trunk over the same network and keys that writes the critic's outputs or not."""
+        return ActorCriticTrunk(self.net, pixels_key=self.pixels_key, state_keys=self.state_keys,
+                                is_init_key=self.is_init_key, logits_key=self.logits_key,
+                                value_logits_key=self.value_logits_key, value_key=self.value_key,
+                                write_values=write_values)
+
     @property
     def lstm_dim(self) -> int:
         return self.net.config.lstm_dim
@@ -149,6 +158,10 @@ class ActorCriticTrunk(TensorDictModuleBase):
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         frames = functional.pixels_to_float(td.get(self.pixels_key))
+        if is_batchedtensor(frames):
+            raise RuntimeError("ActorCriticTrunk cannot run under torch.vmap (PyTorch has no batching rule for "
+                               "the LSTM cell): pass deactivate_vmap=True to the TorchRL loss and to its "
+                               "make_value_estimator(...)")
         if recurrent_mode() and td.ndim >= 2:
             return self._sequence(td, frames)
         h, c = self._initial_state(td, frames)  # the TensorDict's state (see the module docstring)
@@ -181,10 +194,14 @@ def make_actor(trunk: ActorCriticTrunk | CnnLstmActorCritic, *,
                action_key: str = keys.ACTION) -> ProbabilisticTensorDictSequential:
     """Categorical policy over the trunk's logits: writes ``action`` and ``action_log_prob``.
 
-    Given a bare network, the trunk is built without value outputs.
+    The actor writes no values: given a bare network or a trunk that writes them, it runs a twin of
+    the trunk without them (a rollout holding ``"state_value"`` at t but not at t + 1 breaks TorchRL's
+    value estimators; :func:`make_value_operator` is the critic).
     """
     if isinstance(trunk, CnnLstmActorCritic):
         trunk = ActorCriticTrunk(trunk, write_values=False)
+    elif trunk.write_values:
+        trunk = trunk.with_values(False)
     head = ProbabilisticTensorDictModule(
         in_keys={"logits": trunk.logits_key}, out_keys=[action_key],
         distribution_class=torch.distributions.Categorical, return_log_prob=True,
@@ -192,9 +209,25 @@ def make_actor(trunk: ActorCriticTrunk | CnnLstmActorCritic, *,
     return ProbabilisticTensorDictSequential(trunk, head)
 
 
-def make_value_operator(trunk: ActorCriticTrunk) -> ActorCriticTrunk:
-    """The critic: the same trunk, read at ``trunk.value_key`` (``"state_value"`` [..., 1])."""
-    return trunk
+class ValueOperator(TensorDictModuleBase):
+    """The critic of a trunk's network: reads what the trunk reads and writes ``"state_value"`` only
+    (the trunk's logits and next state go to a scratch TensorDict), as TorchRL's value estimators and
+    losses expect of a value network; in recurrent mode it unrolls the LSTM as the trunk does."""
+
+    def __init__(self, trunk: ActorCriticTrunk) -> None:
+        super().__init__()
+        self.trunk = trunk if trunk.write_values else trunk.with_values(True)
+        self.in_keys, self.out_keys = list(self.trunk.in_keys), [self.trunk.value_key]
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        scratch = self.trunk(td.select(*self.in_keys, strict=False))  # the same tensors, a new TensorDict
+        return td.set(self.trunk.value_key, scratch.get(self.trunk.value_key))
+
+
+def make_value_operator(trunk: ActorCriticTrunk | CnnLstmActorCritic) -> ValueOperator:
+    """The critic: ``"state_value"`` [..., 1] of the trunk's (or the bare network's) critic head, and
+    nothing else written."""
+    return ValueOperator(ActorCriticTrunk(trunk) if isinstance(trunk, CnnLstmActorCritic) else trunk)
 
 
 class CollectBurnIn:

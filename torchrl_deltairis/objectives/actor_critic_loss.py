@@ -71,7 +71,7 @@ from torchrl.objectives.value import TDLambdaEstimator
 
 from torchrl_deltairis import functional, keys
 from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget, CnnLstmActorCritic
-from torchrl_deltairis.policy import ActorCriticTrunk, make_actor
+from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, make_value_operator
 
 __all__ = ["ActorCriticLossConfig", "ImaginationActorCriticLoss", "LossUpdates", "MaskedLoss", "NAMED_LOSSES",
            "QValueHead", "build_actor_critic_loss", "make_target_updater", "minibatches", "resolve_loss",
@@ -378,9 +378,9 @@ def build_actor_critic_loss(actor_critic: ActorCriticWithTarget, config: ActorCr
     """The loss ``config.loss`` names, built by the contract of the module docstring."""
     resolved = resolve_loss(config)
     net = actor_critic.model
-    trunk = ActorCriticTrunk(net)
-    offers = {"actor_network": lambda: make_actor(ActorCriticTrunk(net, write_values=False)),
-              "critic_network": lambda: trunk, "value_network": lambda: trunk,
+    critic = make_value_operator(net)
+    offers = {"actor_network": lambda: make_actor(net),
+              "critic_network": lambda: critic, "value_network": lambda: critic,
               "qvalue_network": lambda: QValueHead(net), "actor_critic": lambda: actor_critic,
               "config": lambda: config, "num_actions": lambda: net.config.num_actions,
               "entropy_coeff": lambda: config.entropy_weight, "clip_epsilon": lambda: config.ppo_clip_epsilon,
