@@ -1,9 +1,12 @@
 """Batched real envs: ParallelEnv and SerialEnv agree, and the same seed gives the same episodes."""
 
+import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_deltairis.envs import make_batched_env
+from torchrl_deltairis.envs import make_batched_env, make_env
+from torchrl_deltairis.envs.reach import REACH_ID
+from torchrl_deltairis.policy import recurrent_state_primer
 
 
 def _rollout(cfg, parallel: bool, seed: int, steps: int = 12):
@@ -32,3 +35,20 @@ def test_batched_atari_specs_and_seeding():
     b = _rollout({"id": "Pong"}, parallel=False, seed=1, steps=40)
     assert torch.equal(a["next", "pixels"], b["next", "pixels"])
     assert {"is_init", "step_count", "episode_reward"} <= set(a.keys())
+
+
+@pytest.mark.parametrize("cfg", [{"id": "crafter"}, {"id": "Pong"}, {"family": "gym", "id": REACH_ID, "size": 32}],
+                         ids=["crafter", "atari", "gym"])
+@pytest.mark.parametrize("maker", ["make_env", "make_batched_env", "make_batched_env+primer"])
+def test_every_real_env_passes_check_env_specs_with_the_same_transforms(cfg, maker):
+    """make_env and make_batched_env hand out the same transforms (is_init, step count, episode return),
+    with or without the policy's LSTM state primer."""
+    if maker == "make_env":
+        env = make_env(cfg, seed=0)
+    else:
+        env = make_batched_env(cfg, 2, seed=0, parallel=False)
+        if maker.endswith("primer"):
+            env.append_transform(recurrent_state_primer(8))
+    check_env_specs(env)
+    assert {"is_init", "step_count", "episode_reward"} <= set(env.observation_spec.keys())
+    env.close()

@@ -191,16 +191,17 @@ class ActorCriticTrunk(TensorDictModuleBase):
 
 
 def make_actor(trunk: ActorCriticTrunk | CnnLstmActorCritic, *,
-               action_key: str = keys.ACTION) -> ProbabilisticTensorDictSequential:
+               action_key: str = keys.ACTION, keep_values: bool = False) -> ProbabilisticTensorDictSequential:
     """Categorical policy over the trunk's logits: writes ``action`` and ``action_log_prob``.
 
     The actor writes no values: given a bare network or a trunk that writes them, it runs a twin of
     the trunk without them (a rollout holding ``"state_value"`` at t but not at t + 1 breaks TorchRL's
-    value estimators; :func:`make_value_operator` is the critic).
+    value estimators; :func:`make_value_operator` is the critic). ``keep_values``: a trunk that writes
+    them keeps doing so (one pass for an action and its value, e.g. the play tool's agent).
     """
     if isinstance(trunk, CnnLstmActorCritic):
         trunk = ActorCriticTrunk(trunk, write_values=False)
-    elif trunk.write_values:
+    elif trunk.write_values and not keep_values:
         trunk = trunk.with_values(False)
     head = ProbabilisticTensorDictModule(
         in_keys={"logits": trunk.logits_key}, out_keys=[action_key],

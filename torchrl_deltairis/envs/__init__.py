@@ -79,16 +79,28 @@ def env_config(cfg: Mapping | EnvConfig) -> EnvConfig:
     return typed
 
 
-def make_env(cfg: Mapping | EnvConfig, *, seed: int | None = None,
-             device: str | torch.device = "cpu") -> EnvBase:
-    """One TorchRL env from a config; ``seed`` (optional) seeds its episodes."""
-    cfg = env_config(cfg)
+def _tracking() -> Compose:
+    """What every env we hand out carries: ``is_init`` (where an episode starts), the episode length
+    (``"step_count"``) and return (``"episode_reward"``)."""
+    return Compose(InitTracker(), StepCounter(), RewardSum())
+
+
+def _make_base_env(cfg: EnvConfig, *, seed: int | None = None, device: str | torch.device = "cpu") -> EnvBase:
     if isinstance(cfg, CrafterConfig):
         env = make_crafter_env(cfg, seed=seed, device=device)
     elif isinstance(cfg, GymConfig):
         env = make_gym_env(cfg, device=device)
     else:
         env = make_atari_env(cfg, device=device)
+    return env
+
+
+def make_env(cfg: Mapping | EnvConfig, *, seed: int | None = None,
+             device: str | torch.device = "cpu") -> EnvBase:
+    """One TorchRL env from a config, with the transforms ``make_batched_env`` adds (``is_init``,
+    ``"step_count"``, ``"episode_reward"``): append more with ``env.append_transform``. ``seed``
+    (optional) seeds its episodes."""
+    env = TransformedEnv(_make_base_env(env_config(cfg), seed=seed, device=device), _tracking())
     if seed is not None:
         env.set_seed(seed)
     return env
@@ -112,8 +124,8 @@ def make_batched_env(
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     typed = env_config(cfg)
     parallel = num_envs > 1 if parallel is None else parallel
-    factory: Callable[[], EnvBase] = EnvCreator(lambda: make_env(typed, device=device)) if parallel else (
-        lambda: make_env(typed, device=device))
+    factory: Callable[[], EnvBase] = EnvCreator(lambda: _make_base_env(typed, device=device)) if parallel else (
+        lambda: _make_base_env(typed, device=device))
     if parallel:
         if multiprocessing.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
             # inside a joblib (loky) worker, as under Hydra's joblib launcher: spawned env workers would
@@ -125,7 +137,7 @@ def make_batched_env(
         batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="forkserver")
     else:
         batched = SerialEnv(num_envs, factory, device=device)
-    env = TransformedEnv(batched, Compose(InitTracker(), StepCounter(), RewardSum()))
+    env = TransformedEnv(batched, _tracking())
     if seed is not None:
         env.set_seed(seed)
     return env

@@ -112,7 +112,7 @@ class Agent:
 
     def __init__(self, net: CnnLstmActorCritic) -> None:
         self.trunk = ActorCriticTrunk(net, write_values=True)
-        self.actor = make_actor(self.trunk)
+        self.actor = make_actor(self.trunk, keep_values=True)  # an action and the value of its frame
         self.state: TensorDict | None = None
 
     def reset(self) -> None:
