@@ -9,7 +9,7 @@ for each of these parameters that its ``__init__`` accepts and the node does not
 
 - ``actor_network``: :func:`~torchrl_deltairis.policy.make_actor` over the online network (a
   ``ProbabilisticTensorDictSequential``: ``"logits"`` → ``"action"``, ``"action_log_prob"``);
-- ``critic_network`` / ``value_network``: the same trunk writing ``"state_value"`` [..., 1];
+- ``critic_network`` / ``value_network``: ``policy.make_value_operator`` (the same network, writing ``"state_value"`` [..., 1] only);
 - ``qvalue_network``: :class:`QValueHead`, a Q head (``"action_value"`` [..., A]) on the same CNN-LSTM;
 - ``actor_critic``: the :class:`~torchrl_deltairis.modules.ActorCriticWithTarget` itself;
 - ``config``: the :class:`ActorCriticLossConfig`;
