@@ -52,3 +52,36 @@ def test_every_real_env_passes_check_env_specs_with_the_same_transforms(cfg, mak
     check_env_specs(env)
     assert {"is_init", "step_count", "episode_reward"} <= set(env.observation_spec.keys())
     env.close()
+
+
+def test_a_stock_collector_adds_nothing_to_our_real_envs():
+    """TorchRL 0.15's auto_register_policy_transforms=True: the real env with the trunk's primer already
+    has what the recurrent policy needs (is_init, its state keys): the collector appends nothing, gives
+    the batches it gives with False, and 0.14's default warns of nothing."""
+    import warnings
+
+    from torchrl.collectors import Collector
+
+    from conftest import small_models
+    from torchrl_deltairis.collectors import ExplorationPolicy
+    from torchrl_deltairis.policy import ActorCriticTrunk
+
+    net = small_models("crafter_small").actor_critic.model
+    batches = []
+    for flag in (True, False, None):
+        env = make_batched_env({"id": "crafter"}, 2, seed=0, parallel=False)
+        trunk = ActorCriticTrunk(net, write_values=False)
+        env.append_transform(trunk.make_tensordict_primer())
+        policy = ExplorationPolicy(17, trunk, epsilon=0.0, temperature=1.0)
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            collector = Collector(env, policy, frames_per_batch=8, total_frames=8,
+                                  auto_register_policy_transforms=flag)
+            assert collector.env is env
+            batches.append(next(iter(collector)))
+        collector.shutdown()
+    for other in batches[1:]:
+        for key in batches[0].keys(True, True):
+            if not (isinstance(key, tuple) and key[0] == "collector"):
+                assert torch.equal(other[key], batches[0][key]), key
