@@ -3,6 +3,7 @@
     python benchmarks/learning_checks.py                                  # every check, seeds 0-4, 1 and 2 threads
     python benchmarks/learning_checks.py --checks reach --seeds 0 1 --threads 2
     python benchmarks/learning_checks.py --out benchmarks/results/learning_checks_<date>_<cpu>
+    python benchmarks/learning_checks.py --checks reach --out DIR --from-runs   # tabulate finished runs again
 
 Each run is a fresh ``train.py`` process (its own run folder under ``--out``); runs with one thread go
 two at a time on a 2-core machine (``--jobs``). Prints one row per check, thread count and seed (the
@@ -19,7 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from torchrl_deltairis.learning_checks import CHECKS, results_json, run_check
+from torchrl_deltairis.learning_checks import CHECKS, read_check, results_json, run_check
 from torchrl_deltairis.machine import describe
 
 
@@ -28,7 +29,7 @@ def row(r) -> str:
     status = "pass" if r.passed else ("FAIL" if r.returncode == 0 else f"error {r.returncode}")
     entropy = f"{r.entropy[0][1]:.2f} → {r.entropy[-1][1]:.2f}" if r.entropy else ""
     return (f"| {r.name} | {r.threads} | {r.seed} | {curve} | {r.score:.2f} | {status} | {entropy} | "
-            f"{r.seconds / 60:.1f} |")
+            f"{f'{r.seconds / 60:.1f}' if r.seconds else '–'} |")
 
 
 def main() -> None:
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at a time (default: cores // threads, at least 1)")
     parser.add_argument("--out", type=Path, default=None, help="where run folders and the table go (default: a temp dir)")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="run nothing: read the run folders a sweep (an interrupted one too) left under --out")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for every run")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="learning_checks_"))
@@ -54,8 +57,13 @@ def main() -> None:
 
         def one(job, threads=threads):
             name, seed = job
-            result = run_check(name, out / f"{name}_t{threads}_s{seed}", seed=seed, threads=threads,
-                               extra=tuple(args.overrides))
+            run_dir = out / f"{name}_t{threads}_s{seed}"
+            if args.from_runs:
+                result = read_check(name, run_dir, seed=seed, threads=threads,
+                                    returncode=0 if (run_dir / "results.json").exists() else -1,
+                                    stderr_tail=f"{run_dir} holds no finished run")
+            else:
+                result = run_check(name, run_dir, seed=seed, threads=threads, extra=tuple(args.overrides))
             print(row(result), flush=True)
             return result
 

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CHECKS", "Check", "CheckResult", "run_check"]
+__all__ = ["CHECKS", "Check", "CheckResult", "read_check", "run_check"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,8 +93,16 @@ def run_check(name: str, run_dir: Path, *, seed: int = 0, threads: int | None = 
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=run_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, timeout=timeout)
-    result = CheckResult(name, seed, threads or 0, [], seconds=time.perf_counter() - start,
-                         returncode=proc.returncode, stderr_tail=proc.stderr[-3000:])
+    return read_check(name, run_dir, seed=seed, threads=threads, seconds=time.perf_counter() - start,
+                      returncode=proc.returncode, stderr_tail=proc.stderr[-3000:])
+
+
+def read_check(name: str, run_dir: Path, *, seed: int, threads: int | None, seconds: float = 0.0,
+               returncode: int = 0, stderr_tail: str = "") -> CheckResult:
+    """The result of a check's run from its folder's ``metrics.csv`` (a run without one has no curve;
+    ``seconds`` 0: not known)."""
+    result = CheckResult(name, seed, threads or 0, [], seconds=seconds, returncode=returncode,
+                         stderr_tail=stderr_tail)
     metrics = run_dir / "metrics.csv"
     if metrics.exists():
         with open(metrics, newline="") as file:
