@@ -165,8 +165,12 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
                     seconds = runner.timed(bf16=precision == "bf16")
                     if i >= warmup:
                         times[f].append(seconds)
-            flops = roofline.count_flops(lambda: next(iter(runners.values())).timed(bf16=precision == "bf16"))
-            dispatched = {f: runner.dispatched(bf16=precision == "bf16") for f, runner in runners.items()}
+            # the counting passes run eager code (a dispatch or function mode turns TorchDynamo off, and
+            # once it has met one it may keep later calls eager too): compiled rows skip them
+            flops = float("nan") if compile else roofline.count_flops(
+                lambda: next(iter(runners.values())).timed(bf16=precision == "bf16"))
+            dispatched = {} if compile else {f: runner.dispatched(bf16=precision == "bf16")
+                                             for f, runner in runners.items()}
             del runners
             ref = REFERENCE_SECONDS[(variant, step)][0 if precision == "fp32" else 1]
             name = f"{step}*" if precomputed_tokens and step == "world_model" else step
@@ -178,7 +182,8 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
                            reference_seconds_cpu=ref, speedup_vs_reference=ref / median)
                 if peaks:
                     row = roofline.annotate(row, flops, median, peaks[precision])
-                row = roofline.annotate_dispatch(row, dispatched[f])
+                if f in dispatched:
+                    row = roofline.annotate_dispatch(row, dispatched[f])
                 results.append(row)
                 print(f"  {variant:8s} {name:12s} {precision:5s} {f:14s} {median:7.3f} s "
                       f"(reference {ref:.2f} s) {roofline.describe_dispatch(row)}; {roofline.describe(row)}",
