@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.reference import DeltaIrisModels
@@ -51,5 +50,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Finishe
         loaded = load_for_play(run_dir, torch.device(device))
     except PlayError as err:
         raise ValueError(str(err)) from None
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config" / "trainer.yaml"), resolve=True)
-    return FinishedRun(run_dir, cfg, loaded.models)
+    return FinishedRun(run_dir, loaded.config, loaded.models)

@@ -86,13 +86,12 @@ def _tracking() -> Compose:
 
 
 def _make_base_env(cfg: EnvConfig, *, seed: int | None = None, device: str | torch.device = "cpu") -> EnvBase:
+    """The family's env without our transforms (what the batched env's workers run)."""
     if isinstance(cfg, CrafterConfig):
-        env = make_crafter_env(cfg, seed=seed, device=device)
-    elif isinstance(cfg, GymConfig):
-        env = make_gym_env(cfg, device=device)
-    else:
-        env = make_atari_env(cfg, device=device)
-    return env
+        return make_crafter_env(cfg, seed=seed, device=device)
+    if isinstance(cfg, GymConfig):
+        return make_gym_env(cfg, device=device)
+    return make_atari_env(cfg, device=device)
 
 
 def make_env(cfg: Mapping | EnvConfig, *, seed: int | None = None,

@@ -53,6 +53,7 @@ class Loaded:
     keymap: str  # "crafter", "atari/<id>" or "empty"
     run_dir: Path | None  # None for a checkpoint file
     media_dir: Path  # where clips recorded with "," go
+    config: dict | None = None  # a run folder's resolved config (None for a checkpoint file)
 
 
 def arithmetic(expression: str) -> int | float:
@@ -163,7 +164,7 @@ def load_run(run_dir: Path, device: torch.device) -> Loaded:
     state_dict, _ = _read_state_dict(weights)
     env = env_config(cfg["env"]["test"])
     models = _build(state_dict, cfg["params"], str(weights), device)
-    return Loaded(models, env, str(cfg["env"].get("keymap") or _keymap_name(env)), run_dir, run_dir / "media")
+    return Loaded(models, env, str(cfg["env"].get("keymap") or _keymap_name(env)), run_dir, run_dir / "media", cfg)
 
 
 def load_checkpoint_file(path: Path, params: Path | None, env_name: str | None,
