@@ -6,6 +6,13 @@
     python benchmarks/atari100k.py --games Pong Breakout --seeds 3 --sweep-dir runs/a100k
     python benchmarks/atari100k.py --status                       # what is finished, started, not started
     python benchmarks/atari100k.py --smoke                        # 2 games, 1 seed, tiny models, CPU (CI)
+    python benchmarks/atari100k.py --params atari_cpu --games Boxing Pong --seeds 3 --report   # the laptop preset
+
+``--params`` picks the preset of every run (``atari_cpu``: the laptop preset, ~1 h a run on 2 CPU cores;
+its sweeps go to ``outputs/atari100k_atari_cpu`` by default); a preset with an env file of its own name
+(``configs/env/atari_cpu.yaml``: 32x32 frames) runs with that env, any other with ``env=atari``. ``--report`` writes ``<sweep-dir>/report``:
+per-seed learning curves (``curves.png``) and a table (``table.md``) against a uniform random policy run
+through the same test protocol, finished runs or not (``sweep_report.py``).
 
 Every run is ``train.py env=atari params=atari env.train.id=<game> params.common.seed=<seed>`` (the
 reference's Atari schedule: 600 epochs, 100k agent steps) in its own folder
@@ -45,8 +52,10 @@ from pathlib import Path
 
 try:  # benchmarks/ is on sys.path when this file runs as a script
     import aggregate as agg
+    import sweep_report as report_lib
 except ImportError:  # imported as benchmarks.atari100k
     from benchmarks import aggregate as agg
+    from benchmarks import sweep_report as report_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "train.py"
@@ -259,12 +268,19 @@ def main(argv: list[str] | None = None) -> int:
                         "Pong Breakout with --smoke)")
     parser.add_argument("--no-aggregate", action="store_true", help="do not aggregate the finished sweep")
     parser.add_argument("--reps", type=int, default=None, help="bootstrap replicates (default 50,000; 500 smoke)")
+    parser.add_argument("--params", default="atari", help="the params preset of every run (default %(default)s; "
+                        "atari_cpu: the laptop preset)")
+    parser.add_argument("--report", action="store_true", help="write <sweep-dir>/report: per-seed learning curves "
+                        "(PNG) and a table against a random policy run through the same test protocol")
     args = parser.parse_args(argv)
     try:
         names = args.games or list(SMOKE_GAMES if args.smoke else atari100k_games())
         game_ids = [resolve_game(name) for name in names]
-        sweep = build_sweep(args, "atari", "atari", game_ids, "outputs/atari100k", SMOKE_OVERRIDES)
+        default_dir = "outputs/atari100k" if args.params == "atari" else f"outputs/atari100k_{args.params}"
+        sweep = build_sweep(args, env_of("smoke" if args.smoke else args.params), args.params, game_ids, default_dir, SMOKE_OVERRIDES)
         finished = run_sweep(sweep, args)
+        if args.report and not args.dry_run:
+            write_report(sweep)
         if finished and not (args.no_aggregate or args.status or args.dry_run):
             reps = args.reps or (500 if args.smoke else 50_000)
             aggregate_results(sweep.results(), [agg.game_name(g) for g in game_ids], sweep.sweep_dir / "aggregate",
@@ -273,6 +289,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0 if finished else 1
+
+
+def env_of(params: str) -> str:
+    """The env group a preset runs with: its own (``configs/env/<params>.yaml``, e.g. ``atari_cpu``'s 32x32
+    frames) when it has one, else ``atari``."""
+    return params if (ROOT / "configs" / "env" / f"{params}.yaml").exists() else "atari"
+
+
+def write_report(sweep: Sweep) -> None:
+    """Learning curves and the table against the random baseline (sweep_report.py), finished or not."""
+    cfg = compose_run_config(sweep)
+    env_cfg = dict(cfg["env"]["test"])
+    num_episodes = int(cfg["params"]["collection"]["test"]["config"]["num_episodes"])
+    baselines = {g: report_lib.random_baseline(sweep.sweep_dir, g, {**env_cfg, "id": g}, num_episodes, sweep.seeds)
+                 for g in sweep.game_ids}
+    runs = [(r.game_id, r.seed, r.folder, (r.result() or {}).get("score")) for r in sweep.runs()]
+    rows = report_lib.report(sweep.sweep_dir, runs, baselines)
+    print(report_lib.format_table(rows, baselines))
+    print(f"curves and table written to {sweep.sweep_dir / 'report'}", flush=True)
+
+
+def compose_run_config(sweep: Sweep) -> dict:
+    """The runs' resolved config (their game aside), as train.py composes it with the sweep's overrides."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    hydra_keys = ("hydra", "hydra/")
+    overrides = [o for o in sweep.overrides if not o.startswith(hydra_keys)]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("config", overrides=[f"env={sweep.env}", f"params={sweep.params}",
+                                           f"env.train.id={sweep.game_ids[0]}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def atari100k_games() -> list[str]:

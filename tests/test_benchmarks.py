@@ -349,8 +349,14 @@ def test_atari100k_smoke_end_to_end(tmp_path):
             result["human_normalized_score"]) and "world_model/loss_rewards" in last
     results = json.loads((sweep_dir / "aggregate" / "aggregates.json").read_text())
     assert results["per_game"]["torchrl_deltairis"]["Pong"]["runs"] == 1
-    again = subprocess.run(cmd + ["--no-aggregate"], capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run(cmd + ["--no-aggregate", "--report"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "2 finished" in again.stdout and "[multirun" not in again.stdout
+    # the report: the runs' curves from their metrics.csv, against a random policy on the same test protocol
+    table = json.loads((sweep_dir / "report" / "table.json").read_text())
+    assert [(r["game"], r["seed"]) for r in table["runs"]] == [("PongNoFrameskip-v4", 0), ("BreakoutNoFrameskip-v4", 0)]
+    assert all(r["curve"] and r["beats_random"] in (True, False) for r in table["runs"])
+    assert all(len(b["returns"]["0"]) == 2 for b in table["random"].values())  # the smoke preset's 2 test episodes
+    assert (sweep_dir / "report" / "curves.png").exists()
 
 
 def test_interleaved_refuses_a_folder_that_is_not_the_references_src_in_one_line(tmp_path):
