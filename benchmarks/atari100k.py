@@ -302,7 +302,8 @@ def write_report(sweep: Sweep) -> None:
     cfg = compose_run_config(sweep)
     env_cfg = dict(cfg["env"]["test"])
     num_episodes = int(cfg["params"]["collection"]["test"]["config"]["num_episodes"])
-    baselines = {g: report_lib.random_baseline(sweep.sweep_dir, g, {**env_cfg, "id": g}, num_episodes, sweep.seeds)
+    seeds = sorted(set(sweep.seeds) | {0, 1, 2})  # a spread needs a few seeds, however few the sweep has
+    baselines = {g: report_lib.random_baseline(sweep.sweep_dir, g, {**env_cfg, "id": g}, num_episodes, seeds)
                  for g in sweep.game_ids}
     runs = [(r.game_id, r.seed, r.folder, (r.result() or {}).get("score")) for r in sweep.runs()]
     rows = report_lib.report(sweep.sweep_dir, runs, baselines)

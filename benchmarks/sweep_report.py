@@ -1,5 +1,8 @@
 """What a small Atari sweep learned: per-seed learning curves (PNG), a table, and the random baseline.
 
+    python benchmarks/sweep_report.py --random Boxing Breakout --seeds 3      # the random baseline alone
+    python benchmarks/sweep_report.py --probe Breakout                        # which single action pays
+
 ``benchmarks/atari100k.py --report`` calls it on a sweep's folder (``--params atari_cpu`` sweeps are the
 intended use: a few games, a few seeds, on a laptop). For every game it
 
@@ -20,9 +23,11 @@ number of episodes, so (b) is the spread of the very statistic compared; (a) is 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import statistics
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,6 +115,32 @@ def random_baseline(sweep_dir: Path, game_id: str, env_cfg: dict, num_episodes: 
     return RandomBaseline(game_id, num_episodes, {s: returns[s] for s in seeds})
 
 
+def probe_actions(env_cfg: dict, episodes: int = 2, share: float = 0.75, seed: int = 0) -> dict[str, float]:
+    """Mean return of each "mostly one action" policy (that action with probability ``share``, else a
+    uniform random one) over ``episodes`` episodes, by action name: is there an easy policy to find?"""
+    from torchrl_deltairis.envs.atari import AtariConfig, make_atari_gymnasium
+
+    env = make_atari_gymnasium(AtariConfig(**env_cfg))
+    rng = np.random.default_rng(seed)
+    names = env.unwrapped.get_action_meanings()
+    scores = {}
+    try:
+        for action, name in enumerate(names):
+            returns = []
+            for episode in range(episodes):
+                env.reset(seed=seed * 100_003 + episode)
+                total, done = 0.0, False
+                while not done:
+                    chosen = action if rng.random() < share else int(rng.integers(len(names)))
+                    _, reward, terminated, truncated, _ = env.step(chosen)
+                    total, done = total + float(reward), terminated or truncated
+                returns.append(total)
+            scores[name] = statistics.fmean(returns)
+    finally:
+        env.close()
+    return scores
+
+
 def learning_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(real env steps so far, test score) at each evaluation of the run's ``metrics.csv``."""
     path = run_dir / "metrics.csv"
@@ -191,3 +222,35 @@ def plot_curves(rows: list[RunRow], baselines: dict[str, RandomBaseline], path: 
 
 def short(game_id: str) -> str:
     return game_id.removesuffix("NoFrameskip-v4")
+
+
+# the test protocol of env/atari.yaml (whole games, at most one no-op at reset); the frame size does not
+# change what a policy that ignores the frames scores
+TEST_ENV = {"family": "atari", "size": 32, "max_episode_steps": 108_000, "noop_max": 1, "frame_skip": 4,
+            "done_on_life_loss": False, "clip_reward": False, "repeat_action_probability": 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--random", nargs="+", default=[], metavar="GAME", help="the random baseline of these games")
+    parser.add_argument("--probe", nargs="+", default=[], metavar="GAME", help="each mostly-one-action policy's return")
+    parser.add_argument("--seeds", type=int, default=3, help="random baseline: seeds 0..S-1 (default %(default)s)")
+    parser.add_argument("--episodes", type=int, default=16, help="random baseline: episodes a seed (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/random_baselines"), help="the baselines' cache")
+    args = parser.parse_args(argv)
+    from torchrl_deltairis.envs.atari import resolve_atari_id
+
+    for game in args.random:
+        game_id = resolve_atari_id(game)
+        b = random_baseline(args.out, game_id, {**TEST_ENV, "id": game_id}, args.episodes, list(range(args.seeds)))
+        print(f"{short(game_id)}: mean {b.mean:.2f}, per-episode sd {statistics.pstdev(b.episodes):.2f}, per-seed "
+              f"scores {', '.join(f'{x:.2f}' for x in b.seed_scores)}, spread {b.spread:.2f}, bar {b.bar:.2f}", flush=True)
+    for game in args.probe:
+        scores = probe_actions({**TEST_ENV, "id": resolve_atari_id(game)})
+        best = sorted(scores.items(), key=lambda kv: -kv[1])
+        print(f"{game}: " + ", ".join(f"{name} {score:.1f}" for name, score in best), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
