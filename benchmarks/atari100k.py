@@ -6,13 +6,14 @@
     python benchmarks/atari100k.py --games Pong Breakout --seeds 3 --sweep-dir runs/a100k
     python benchmarks/atari100k.py --status                       # what is finished, started, not started
     python benchmarks/atari100k.py --smoke                        # 2 games, 1 seed, tiny models, CPU (CI)
-    python benchmarks/atari100k.py --params atari_cpu --games Boxing Pong --seeds 3 --report   # the laptop preset
+    python benchmarks/atari100k.py --params atari_cpu --games Breakout KungFuMaster --seeds 3 --report  # laptop
 
 ``--params`` picks the preset of every run (``atari_cpu``: the laptop preset, ~1 h a run on 2 CPU cores;
 its sweeps go to ``outputs/atari100k_atari_cpu`` by default); a preset with an env file of its own name
-(``configs/env/atari_cpu.yaml``: 32x32 frames) runs with that env, any other with ``env=atari``. ``--report`` writes ``<sweep-dir>/report``:
-per-seed learning curves (``curves.png``) and a table (``table.md``) against a uniform random policy run
-through the same test protocol, finished runs or not (``sweep_report.py``).
+(``configs/env/atari_cpu.yaml``: 32x32 frames) runs with that env, any other with ``env=atari``.
+``--report`` writes ``<sweep-dir>/report``: per-seed learning curves (``curves.png``) and a table
+(``table.md``) against a uniform random policy run through the same test protocol, finished runs or
+not (``sweep_report.py``).
 
 Every run is ``train.py env=atari params=atari env.train.id=<game> params.common.seed=<seed>`` (the
 reference's Atari schedule: 600 epochs, 100k agent steps) in its own folder
@@ -277,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         names = args.games or list(SMOKE_GAMES if args.smoke else atari100k_games())
         game_ids = [resolve_game(name) for name in names]
         default_dir = "outputs/atari100k" if args.params == "atari" else f"outputs/atari100k_{args.params}"
-        sweep = build_sweep(args, env_of("smoke" if args.smoke else args.params), args.params, game_ids, default_dir, SMOKE_OVERRIDES)
+        env = env_of("smoke" if args.smoke else args.params)
+        sweep = build_sweep(args, env, args.params, game_ids, default_dir, SMOKE_OVERRIDES)
         finished = run_sweep(sweep, args)
         if args.report and not args.dry_run:
             write_report(sweep)

@@ -96,7 +96,8 @@ def random_returns(env_cfg: dict, num_episodes: int, seed: int) -> list[float]:
     return returns
 
 
-def random_baseline(sweep_dir: Path, game_id: str, env_cfg: dict, num_episodes: int, seeds: list[int]) -> RandomBaseline:
+def random_baseline(sweep_dir: Path, game_id: str, env_cfg: dict, num_episodes: int,
+                    seeds: list[int]) -> RandomBaseline:
     """The random policy's returns on ``game_id`` for ``seeds``, computed once and kept in
     ``<sweep_dir>/random/<game_id>.json`` (seeds or an episode count it lacks are run and added)."""
     path = sweep_dir / "random" / f"{game_id}.json"
@@ -233,9 +234,11 @@ TEST_ENV = {"family": "atari", "size": 32, "max_episode_steps": 108_000, "noop_m
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random", nargs="+", default=[], metavar="GAME", help="the random baseline of these games")
-    parser.add_argument("--probe", nargs="+", default=[], metavar="GAME", help="each mostly-one-action policy's return")
+    parser.add_argument("--probe", nargs="+", default=[], metavar="GAME",
+                        help="each mostly-one-action policy's return")
     parser.add_argument("--seeds", type=int, default=3, help="random baseline: seeds 0..S-1 (default %(default)s)")
-    parser.add_argument("--episodes", type=int, default=16, help="random baseline: episodes a seed (default %(default)s)")
+    parser.add_argument("--episodes", type=int, default=16,
+                        help="random baseline: episodes a seed (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("outputs/random_baselines"), help="the baselines' cache")
     args = parser.parse_args(argv)
     from torchrl_deltairis.envs.atari import resolve_atari_id
@@ -244,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         game_id = resolve_atari_id(game)
         b = random_baseline(args.out, game_id, {**TEST_ENV, "id": game_id}, args.episodes, list(range(args.seeds)))
         print(f"{short(game_id)}: mean {b.mean:.2f}, per-episode sd {statistics.pstdev(b.episodes):.2f}, per-seed "
-              f"scores {', '.join(f'{x:.2f}' for x in b.seed_scores)}, spread {b.spread:.2f}, bar {b.bar:.2f}", flush=True)
+              f"scores {', '.join(f'{x:.2f}' for x in b.seed_scores)}, spread {b.spread:.2f}, bar {b.bar:.2f}",
+              flush=True)
     for game in args.probe:
         scores = probe_actions({**TEST_ENV, "id": resolve_atari_id(game)})
         best = sorted(scores.items(), key=lambda kv: -kv[1])
