@@ -73,27 +73,32 @@ class RandomBaseline:
         return self.mean + self.spread
 
 
-def random_returns(env_cfg: dict, num_episodes: int, seed: int) -> list[float]:
-    """``num_episodes`` returns of a uniform random policy on the Atari env ``env_cfg`` (a test env
-    config), its actions and the env's no-op starts drawn from ``seed``."""
+def play(env_cfg: dict, num_episodes: int, seed: int, choose, rng: np.random.Generator | None = None) -> list[float]:
+    """Returns of ``num_episodes`` episodes of the Atari env ``env_cfg`` whose actions ``choose(rng, n)``
+    draws (n: the number of actions) from ``rng`` (default: a generator seeded with ``seed``); episode i
+    resets with a seed of its own, so the no-op starts follow ``seed`` too."""
     from torchrl_deltairis.envs.atari import AtariConfig, make_atari_gymnasium
 
     env = make_atari_gymnasium(AtariConfig(**env_cfg))
-    rng = np.random.default_rng(seed)
-    env.action_space.seed(seed)
+    rng, n = rng if rng is not None else np.random.default_rng(seed), int(env.action_space.n)
     returns = []
     try:
         for episode in range(num_episodes):
             env.reset(seed=seed * 100_003 + episode)
             total, done = 0.0, False
             while not done:
-                _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-                total += float(reward)
-                done = terminated or truncated
+                _, reward, terminated, truncated, _ = env.step(int(choose(rng, n)))
+                total, done = total + float(reward), terminated or truncated
             returns.append(total)
     finally:
         env.close()
     return returns
+
+
+def random_returns(env_cfg: dict, num_episodes: int, seed: int) -> list[float]:
+    """``num_episodes`` returns of a uniform random policy on the Atari env ``env_cfg`` (a test env
+    config), its actions and the env's no-op starts drawn from ``seed``."""
+    return play(env_cfg, num_episodes, seed, lambda rng, n: rng.integers(n))
 
 
 def random_baseline(sweep_dir: Path, game_id: str, env_cfg: dict, num_episodes: int,
@@ -121,25 +126,13 @@ def probe_actions(env_cfg: dict, episodes: int = 2, share: float = 0.75, seed: i
     uniform random one) over ``episodes`` episodes, by action name: is there an easy policy to find?"""
     from torchrl_deltairis.envs.atari import AtariConfig, make_atari_gymnasium
 
-    env = make_atari_gymnasium(AtariConfig(**env_cfg))
-    rng = np.random.default_rng(seed)
-    names = env.unwrapped.get_action_meanings()
-    scores = {}
-    try:
-        for action, name in enumerate(names):
-            returns = []
-            for episode in range(episodes):
-                env.reset(seed=seed * 100_003 + episode)
-                total, done = 0.0, False
-                while not done:
-                    chosen = action if rng.random() < share else int(rng.integers(len(names)))
-                    _, reward, terminated, truncated, _ = env.step(chosen)
-                    total, done = total + float(reward), terminated or truncated
-                returns.append(total)
-            scores[name] = statistics.fmean(returns)
-    finally:
-        env.close()
-    return scores
+    probe = make_atari_gymnasium(AtariConfig(**env_cfg))
+    names = probe.unwrapped.get_action_meanings()
+    probe.close()
+    rng = np.random.default_rng(seed)  # one generator through every action's episodes
+    return {name: statistics.fmean(play(env_cfg, episodes, seed,
+                                        lambda g, n, a=action: a if g.random() < share else g.integers(n), rng))
+            for action, name in enumerate(names)}
 
 
 def learning_curve(run_dir: Path) -> list[tuple[int, float]]:
