@@ -25,7 +25,8 @@ from torchrl_deltairis.play import recording as play_recording
 from torchrl_deltairis.play import sources as play_sources
 from torchrl_deltairis.play.dream import SlidingImaginationCore
 from torchrl_deltairis.play.keymaps import atari_keymap, crafter_keymap, digit_keymap
-from torchrl_deltairis.play.loading import CONFIGS_DIR, arithmetic, env_from_name, read_params
+from torchrl_deltairis.config_resolvers import arithmetic
+from torchrl_deltairis.play.loading import CONFIGS_DIR, env_from_name, read_params
 from torchrl_deltairis.play.render import TEXT_COLOUR, compose as compose_frame, header_height
 from torchrl_deltairis.play.sources import View
 from torchrl_deltairis.reference import load_reference_checkpoint, to_reference_state_dict

@@ -13,12 +13,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from torchrl_deltairis.config_resolvers import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference-configs"
 ABSENT = "<absent>"
 
-if not OmegaConf.has_resolver("eval"):  # the reference registers Python's eval; arithmetic is all it needs
-    OmegaConf.register_new_resolver("eval", lambda text: eval(text, {"__builtins__": {}}))  # noqa: S307
+register_resolvers()  # the reference registers Python's eval; arithmetic is all its configs need
 
 # Reference leaf → our leaf, where only the layout differs (same value).
 RENAMED = {

@@ -118,6 +118,8 @@ def validate_config(cfg: DictConfig) -> None:
     if several and cfg.params.training.actor_critic.grad_acc_steps != 1:
         raise ValueError(f"params.training.actor_critic.grad_acc_steps={cfg.params.training.actor_critic.grad_acc_steps}"
                          " with several updates per imagined batch (params.actor_critic.updates); expected 1")
+    # the source of interpolated values first, so that the error names the key that was set
+    _check_number(cfg, "params.actor_critic.burn_in_length", 0, None, False, False)
     for path in ("common.epochs", "collection.train.num_envs", "collection.train.steps_per_batch",
                  "collection.train.config.num_steps_first_epoch", "collection.test.num_envs",
                  "collection.test.config.num_episodes", "evaluation.every", "actor_critic.imagination_horizon"):
@@ -156,7 +158,6 @@ _RANGES = [
     ("params.actor_critic.gamma", 0, 1, False, False), ("params.actor_critic.lambda_", 0, 1, False, False),
     ("params.actor_critic.entropy_weight", 0, None, False, False),
     ("params.actor_critic.target_ema_decay", 0, 1, False, True), ("params.actor_critic.ppo_clip_epsilon", 0, None, True, False),
-    ("params.actor_critic.burn_in_length", 0, None, False, False),
     ("params.tokenizer.codebook_ema_decay", 0, 1, False, True), ("params.tokenizer.freqs_ema_decay", 0, 1, False, True),
     *[(f"params.tokenizer.loss.{w}", 0, None, False, False)
       for w in ("commitment_weight", "l1_weight", "l2_weight", "worst_pixel_weight")],

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import ast
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +29,11 @@ from torchrl_deltairis.envs.crafter import CrafterConfig
 from torchrl_deltairis.envs.generic import GymConfig, check_gym_id
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, load_reference_checkpoint
 
-__all__ = ["PlayError", "Loaded", "load", "env_from_name", "read_params", "arithmetic", "CONFIGS_DIR"]
+__all__ = ["PlayError", "Loaded", "load", "env_from_name", "read_params", "CONFIGS_DIR"]
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 ACTION_KEY = "world_model.act_emb.weight"  # [num_actions, embed_dim]: a checkpoint's action count
 _SHOWN = 8  # lines of a long checkpoint-mismatch report that are printed
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-              ast.FloorDiv: operator.floordiv, ast.USub: operator.neg}
 
 
 class PlayError(RuntimeError):
@@ -54,21 +50,6 @@ class Loaded:
     run_dir: Path | None  # None for a checkpoint file
     media_dir: Path  # where clips recorded with "," go
     config: dict | None = None  # a run folder's resolved config (None for a checkpoint file)
-
-
-def arithmetic(expression: str) -> int | float:
-    """``${eval:'...'}`` of the reference's YAML: integer arithmetic only, never Python code."""
-
-    def value(node: ast.AST) -> int | float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](value(node.left), value(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](value(node.operand))
-        raise ValueError(f"only arithmetic is allowed in ${{eval:...}}, got {expression!r}")
-
-    return value(ast.parse(str(expression), mode="eval").body)
 
 
 def _num_actions(state_dict: Mapping[str, torch.Tensor], where: str) -> int:
@@ -131,8 +112,6 @@ def read_params(path: Path, env: AtariConfig | CrafterConfig | GymConfig) -> dic
                         "configs/params/atari.yaml or a reference-format params YAML")
     if path.parent.name == "params" and (path.parent.parent / "config.yaml").is_file():
         return _compose_project_params(path, env)
-    if not OmegaConf.has_resolver("eval"):
-        OmegaConf.register_new_resolver("eval", arithmetic)
     try:
         cfg = OmegaConf.create({"params": OmegaConf.load(path)})
         return OmegaConf.to_container(cfg.params, resolve=True)
