@@ -57,7 +57,7 @@ def test_do_checkpoint_false_writes_the_agent_only(tmp_path):
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_says_so_in_one_line(tmp_path, monkeypatch):
     import errno
 
-    from torchrl_deltairis.run import disk_full_message
+    from torchrl_deltairis.cli import disk_full_message
 
     save_checkpoint(tmp_path, {"epoch": 1}, {"w": torch.zeros(2)}, CONFIG)
 

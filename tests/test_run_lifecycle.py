@@ -95,8 +95,9 @@ def _group_gone(pgid: int, timeout: float = 20) -> bool:
 
 @pytest.mark.slow
 def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_path, request):
-    """SIGINT to the trainer after its first checkpoint; then SIGTERM to `scripts/resume.sh` (which
-    `exec`s the trainer, so the signal reaches it): each stops within seconds with one line, no
+    """SIGINT to the whole process group after the first checkpoint (as a terminal's Ctrl-C: the trainer
+    and every env worker get it); then SIGTERM to the group of `scripts/resume.sh` (which `exec`s the
+    trainer; as a scheduler's preemption): each stops within seconds with its one line and no trace, no
     worker is left, the lock is free and the checkpoint is there."""
     failing = "test_an_unexpected_error_in_training_stops_the_run_and_its_workers"
     if any(getattr(item, "originalname", None) == failing for item in request.session.items):
@@ -105,12 +106,13 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
     state = run_dir / "checkpoints" / "state.pt"
     proc = _cli(run_dir, *RUN)
     _wait_for(state.exists, proc)
-    os.kill(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     start = time.time()
     _, err = proc.communicate(timeout=60)
     assert time.time() - start < 30 and proc.returncode == 128 + signal.SIGINT, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("stopped by SIGINT during epoch ") and "scripts/resume.sh resumes it" in last, err[-3000:]
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]  # nor a worker's
     assert _group_gone(proc.pid)  # the env workers were shut down with it
 
     resumed = subprocess.Popen(["bash", str(run_dir / "scripts" / "resume.sh")], stdout=subprocess.DEVNULL,
@@ -119,13 +121,44 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
     epoch = int(torch.load(state, weights_only=True)["epoch"])
     before = _steps(run_dir)
     _wait_for(lambda: _steps(run_dir) > before, resumed)  # the resumed run is collecting
-    os.kill(resumed.pid, signal.SIGTERM)  # to the script's pid: the trainer itself, thanks to exec
+    os.killpg(resumed.pid, signal.SIGTERM)  # the script's group: the trainer (exec) and its env workers
     _, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert err.strip().splitlines()[-1].startswith("stopped by SIGTERM during epoch "), err[-3000:]
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
     assert _group_gone(resumed.pid)
     assert int(torch.load(state, weights_only=True)["epoch"]) >= epoch
     RunLock(run_dir).release()  # nobody holds the folder
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_env_workers_start_stops_the_run_once_they_have(tmp_path, stop):
+    """The signal reaches the group while the trainer starts its env workers (its config is written
+    just before; each env is made to take 2 s to start, as Crafter's take seconds): a line says at once that it will stop, the workers start and are shut down, and the
+    run ends with its one line, no trace, and exit status 128 + the signal."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(  # every env takes 2 s to start (Crafter's 48 take over 100 s)
+        "import time\n"
+        "import torchrl_deltairis.envs as envs\n"
+        "_make = envs._make_base_env\n"
+        "def _slow(*args, **kwargs):\n"
+        "    time.sleep(3)\n"
+        "    return _make(*args, **kwargs)\n"
+        "envs._make_base_env = _slow\n")
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    run_dir = tmp_path / "run"
+    proc = _cli(run_dir, *RUN, env_extra={"PYTHONPATH": path})
+    _wait_for((run_dir / "config" / "trainer.yaml").exists, proc)
+    os.killpg(proc.pid, stop)
+    _, err = proc.communicate(timeout=120)
+    name = signal.Signals(stop).name
+    assert proc.returncode == 128 + stop, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip() and "\r" not in line and "it/s" not in line]
+    assert lines[0] == f"{name} received: stopping as soon as the env workers have started", err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(f"stopped by {name} during epoch 0; "), err[-3000:]
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
+    assert _group_gone(proc.pid)
 
 
 @pytest.fixture(scope="module")

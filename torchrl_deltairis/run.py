@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.checkpoint import STATE_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.envs import AtariConfig, env_config, make_batched_env
 from torchrl_deltairis.envs.atari import human_normalized_score
@@ -48,7 +47,7 @@ from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.policy import ActorCriticTrunk
 from torchrl_deltairis.reference import DeltaIrisModels, convert_reference_state_dict, to_reference_state_dict
 from torchrl_deltairis.results import run_results, write_results
-from torchrl_deltairis.runlock import RunInUseError, RunLock
+from torchrl_deltairis.runlock import RunLock
 from torchrl_deltairis.trainer import Trainer
 
 RESUME_SCRIPT = """#!/usr/bin/env bash
@@ -106,39 +105,6 @@ def set_rng_state(state, generators: Generators) -> None:
 
 
 RESUME_CHOICES = (False, True, "auto")
-
-
-class Interrupted(BaseException):
-    """Raised in the trainer's process by SIGTERM / SIGINT (``train.py`` installs the handlers)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-# Errors that are the user's to fix (a bad value, a wrong file, a folder in use): the CLI prints their
-# message alone. Anything else is a bug and keeps its trace.
-USER_ERRORS = (ValueError, KeyError, CheckpointError, RunInUseError, FileNotFoundError)
-
-
-def disk_full_message(err: OSError) -> str:
-    """The one line printed when the disk fills up under a run."""
-    where = f" while writing {err.filename}" if err.filename else ""
-    return (f"error: no space left on the device{where}; the last checkpoint and every committed step are "
-            "intact: free some space and resume with scripts/resume.sh")
-
-
-def interrupted_message(signum: int, trainer: Trainer, run_dir: Path) -> str:
-    """The one line printed when a signal stops a run."""
-    name = signal.Signals(signum).name
-    state = run_dir / "checkpoints" / STATE_FILE
-    if state.exists():
-        saved = int(torch.load(state, map_location="cpu", weights_only=True)["epoch"])
-        where = (f"scripts/resume.sh resumes it after epoch {saved}" if saved else
-                 "scripts/resume.sh resumes it from its start, keeping the steps it collected")
-    else:
-        where = "it had not started: scripts/resume.sh starts it"
-    return f"stopped by {name} during epoch {trainer.current_epoch}; the env workers are shut down; {where}"
 
 
 def should_resume(cfg: DictConfig, run_dir: Path) -> bool:

@@ -12,6 +12,7 @@ collector logs (``episode_reward``, ``step_count``).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 
@@ -40,6 +41,7 @@ from torchrl_deltairis.envs.generic import GymConfig, check_gym_id, make_gym_env
 from torchrl_deltairis.envs.match import MATCH_ID, Match
 from torchrl_deltairis.envs.reach import REACH_ID, Reach
 from torchrl_deltairis.envs.recall import RECALL_ID, Recall
+from torchrl_deltairis.envs.workers import quiet_worker, start_forkserver
 
 __all__ = [
     "ATARI_100K_GAMES", "AtariConfig", "CRAFTER_ACHIEVEMENTS", "CrafterConfig", "crafter_score",
@@ -123,7 +125,13 @@ def make_batched_env(
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     typed = env_config(cfg)
     parallel = num_envs > 1 if parallel is None else parallel
-    factory: Callable[[], EnvBase] = EnvCreator(lambda: _make_base_env(typed, device=device)) if parallel else (
+    trainer_pid = os.getpid()
+
+    def in_worker() -> EnvBase:
+        quiet_worker(trainer_pid)  # signals to the whole process group are the trainer's to handle
+        return _make_base_env(typed, device=device)
+
+    factory: Callable[[], EnvBase] = EnvCreator(in_worker) if parallel else (
         lambda: _make_base_env(typed, device=device))
     if parallel:
         if multiprocessing.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
@@ -132,7 +140,7 @@ def make_batched_env(
             multiprocessing.set_start_method("spawn", force=True)
         # forkserver: one server process imports torch, TorchRL and the env families once, then forks
         # each worker from it (spawn would import them again in every worker: seconds each)
-        multiprocessing.set_forkserver_preload(["torchrl_deltairis.envs"])
+        start_forkserver(["torchrl_deltairis.envs"])
         batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="forkserver")
     else:
         batched = SerialEnv(num_envs, factory, device=device)
