@@ -134,8 +134,9 @@ def test_sigint_and_sigterm_stop_the_run_its_workers_and_leave_it_resumable(tmp_
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_env_workers_start_stops_the_run_once_they_have(tmp_path, stop):
     """The signal reaches the group while the trainer starts its env workers (its config is written
-    just before; each env is made to take 2 s to start, as Crafter's take seconds): a line says at once that it will stop, the workers start and are shut down, and the
-    run ends with its one line, no trace, and exit status 128 + the signal."""
+    just before; each env is made to take 2 s to start, as Crafter's take seconds): a line says at
+    once that it will stop, the workers start and are shut down, and the run ends with its one line,
+    no trace, and exit status 128 + the signal."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(  # every env takes 2 s to start (Crafter's 48 take over 100 s)
@@ -143,7 +144,7 @@ def test_a_signal_while_the_env_workers_start_stops_the_run_once_they_have(tmp_p
         "import torchrl_deltairis.envs as envs\n"
         "_make = envs._make_base_env\n"
         "def _slow(*args, **kwargs):\n"
-        "    time.sleep(3)\n"
+        "    time.sleep(2)\n"
         "    return _make(*args, **kwargs)\n"
         "envs._make_base_env = _slow\n")
     path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
