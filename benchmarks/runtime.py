@@ -36,10 +36,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from torchrl_deltairis import projection
+from torchrl_deltairis.factory import collection_schedule, schedule_of, static_dataset
+from torchrl_deltairis.projection import COMPONENTS, PARTS, RunSchedule, duration
 from torchrl_deltairis.run import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("collection", "tokenizer", "world_model", "actor_critic", "evaluation")
 
 
 @dataclasses.dataclass
@@ -52,44 +54,24 @@ class Costs:
 
 
 def project(cfg: DictConfig, costs: Costs) -> list[dict[str, float]]:
-    """Seconds per part for every epoch of ``cfg``'s schedule (a list, epoch 1 first)."""
+    """Seconds per part for every epoch of ``cfg``'s schedule (a list, epoch 1 first), by the trainer's
+    own projection (torchrl_deltairis/projection.py), evaluation as its test episodes' env steps."""
     p = cfg.params
-    epochs = int(p.common.epochs)
-    col = p.collection.train
-    static = p.collection.get("path_to_static_dataset") is not None
     test_steps = int(p.collection.test.config.num_episodes) * costs.test_episode_steps
-    parallel = max(int(p.collection.test.num_envs), 1) / max(int(col.num_envs), 1)
-    rows = []
-    for epoch in range(1, epochs + 1):
-        row = dict.fromkeys(PARTS, 0.0)
-        if not static and epoch <= int(col.stop_after_epochs):
-            steps = int(col.config.num_steps_first_epoch if epoch == 1 else col.config.num_steps)
-            row["collection"] = steps * costs.collection_step
-        for name in PARTS[1:4]:
-            t = p.training[name]
-            if epoch > int(t.start_after_epochs):
-                first = t.get("steps_first_epoch")
-                steps = int(first if epoch == 1 and first is not None else t.steps_per_epoch)
-                row[name] = steps * int(t.get("grad_acc_steps", 1)) * costs.updates[name]
-        if p.evaluation.should and not static and (epoch % int(p.evaluation.every) == 0 or epoch == epochs):
-            row["evaluation"] = test_steps * costs.collection_step / parallel
-        rows.append(row)
-    return rows
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 3 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 3600:.0f} h ({seconds / 86400:.1f} days)"
+    parallel = max(int(p.collection.test.num_envs), 1) / max(int(p.collection.train.num_envs), 1)
+    grad_acc = {name: int(p.training[name].get("grad_acc_steps", 1)) for name in COMPONENTS}
+    schedule = RunSchedule(int(p.common.epochs), collection_schedule(cfg),
+                           {name: schedule_of(cfg, name) for name in COMPONENTS},
+                           int(p.evaluation.every) if p.evaluation.should and not static_dataset(cfg) else None)
+    return projection.project(schedule, projection.Costs(
+        collection_step=costs.collection_step,
+        updates={name: cost * grad_acc[name] for name, cost in costs.updates.items()},
+        evaluation=test_steps * costs.collection_step / parallel))
 
 
 def steady_epoch(cfg: DictConfig) -> int:
     """The first epoch after epoch 1 in which every component trains (Atari: 76), within the run."""
-    start = max(int(cfg.params.training[name].start_after_epochs) for name in PARTS[1:4])
+    start = max(int(cfg.params.training[name].start_after_epochs) for name in COMPONENTS)
     return min(max(start + 1, 2), int(cfg.params.common.epochs))
 
 
@@ -100,7 +82,7 @@ def table(rows: list[dict[str, float]], steady_at: int = 2) -> str:
     lines = ["| | " + " | ".join(PARTS) + " | all |", "|---" * (len(PARTS) + 2) + "|"]
     for label, row in (("first epoch", rows[0]), (f"steady epoch ({steady_at})", steady),
                        (f"whole run ({len(rows)} epochs)", total)):
-        lines.append(f"| {label} | " + " | ".join(_hours(row[k]) for k in PARTS) + f" | {_hours(sum(row.values()))} |")
+        lines.append(f"| {label} | " + " | ".join(duration(row[k]) for k in PARTS) + f" | {duration(sum(row.values()))} |")
     return "\n".join(lines)
 
 
@@ -174,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
           + ", ".join(f"{k} {v:.3f} s" for k, v in costs.updates.items())
           + f"; test episodes of {costs.test_episode_steps:.0f} steps")
     print(table(rows, steady_epoch(cfg)))
-    print(f"{run_name(cfg)} on this machine: ~{_hours(total)}")
+    print(f"{run_name(cfg)} on this machine: ~{duration(total)}")
     if args.json is not None:
         args.json.write_text(json.dumps(dict(overrides=args.overrides, device=device,
                                              costs=dataclasses.asdict(costs), epochs=rows, total_seconds=total),

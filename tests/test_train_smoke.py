@@ -241,6 +241,10 @@ def test_smoke_run_writes_every_artifact(smoke_runs, offline_runs):
     assert _steps_per_epoch(run_dir) == list(TINY_STEPS) and _committed_steps(run_dir) == sum(TINY_STEPS)
     models = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert {k.split(".")[0] for k in models} == {"tokenizer", "world_model", "actor_critic"}
+    log = (run_dir / "train.log").read_text()  # what the console said, as Hydra logs it
+    for said in (f"run folder: {run_dir}", "starting 2 env worker processes (crafter)", "2 env workers ready in ",
+                 "models on cpu: tokenizer ", "projected on this machine: the whole run ~"):
+        assert said in log, (said, log)
 
     # offline: a new run trains on this run's dataset, starting from its models, collecting nothing
     done = offline_runs.result(timeout=1800)

@@ -11,6 +11,7 @@ Run folder (Hydra's ``outputs/YYYY-MM-DD/hh-mm-ss``, the working directory of ``
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -56,6 +57,8 @@ RESUME_SCRIPT = """#!/usr/bin/env bash
 cd "$(dirname "$0")/.." && exec {python} {train} --config-path "$PWD/config" --config-name trainer \\
     hydra.run.dir=. params.common.resume=auto "$@"
 """
+
+_log = logging.getLogger(__name__)
 
 PLAY_SCRIPT = """#!/usr/bin/env bash
 # Watch the agent, play in the world model (-w), watch the agent dream (-a), browse episodes (-e):
@@ -229,6 +232,8 @@ def _build(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool, l
                        resume_epoch=int(state["epoch"]) if state is not None else None)
     seed_everything(int(cfg.params.common.seed))
     write_run_files(cfg, run_dir, train_script)
+    resumed = f", resuming after epoch {int(state['epoch'])}" if state is not None else ""
+    _log.info("run folder: %s (metrics.csv, checkpoints/, media/; scripts/resume.sh resumes it)%s", run_dir, resumed)
     started = [lock.release, logger.close]
     if state is not None and int(state["epoch"]) >= int(cfg.params.common.epochs):
         # a finished run (a re-launched sweep, resume=auto): no env process, store or model to build
@@ -252,6 +257,9 @@ def _assemble(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict
         started.append(env.close)
     # in dependency order: env specs -> models -> policy -> collector -> components -> evaluation
     models = make_models(cfg, num_actions, device)
+    sizes = {name: sum(p.numel() for p in getattr(models, name).parameters()) / 1e6
+             for name in ("tokenizer", "world_model", "actor_critic")}
+    _log.info("models on %s: %s", device, ", ".join(f"{name} {size:.2f}M parameters" for name, size in sizes.items()))
     trunk = ActorCriticTrunk(models.actor_critic.model, write_values=False)  # the acting policy network
     collector = None
     if env is not None:  # the first epoch's policy is uniform (epsilon 1); the trainer sets it per epoch

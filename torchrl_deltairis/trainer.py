@@ -7,6 +7,7 @@ segment buffer and schedule; the tokenizer, the world model and the actor-critic
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -19,6 +20,9 @@ from tqdm.auto import tqdm
 
 from torchrl_deltairis.data.transfer import to_device
 from torchrl_deltairis.optim import apply_gradients
+from torchrl_deltairis.projection import RunClock, RunSchedule
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -194,7 +198,9 @@ class Trainer:
             metrics["collection/train/steps_per_second"] = stats.num_steps / max(time.perf_counter() - start, 1e-9)
         metrics.update(train_components(self.components, epoch, self.device, self.progress))
         if self.evaluate is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
+            evaluation_start = time.perf_counter()
             metrics.update(self.evaluate(epoch))
+            metrics["evaluation/seconds"] = time.perf_counter() - evaluation_start
         for hook in self.on_epoch_end:
             hook(epoch, metrics)
         metrics["epoch_seconds"] = time.perf_counter() - start
@@ -209,11 +215,19 @@ class Trainer:
         if self.save_initial and self.start_epoch == 1:
             self.save(0)
             self.save_initial = False
+        clock = RunClock(RunSchedule(self.epochs, self.collection, {c.name: c.schedule for c in self.components},
+                                     self.eval_every if self.evaluate is not None else None))
         # a context manager: an interruption closes the bar, so what is printed next starts a line
         with tqdm(range(self.start_epoch, self.epochs + 1), desc="epochs", initial=self.start_epoch - 1,
                   total=self.epochs, disable=not self.progress) as epochs:
             for epoch in epochs:
-                self.run_epoch(epoch)
+                line = clock.observe(epoch, self.run_epoch(epoch))
+                if line is not None:
+                    epochs.clear()
+                    _log.info(line)
+                    epochs.refresh()
+                if epoch > 1 or self.start_epoch > 1:
+                    epochs.set_postfix_str(clock.postfix(epoch), refresh=False)
 
     def close(self) -> None:
         """Runs the closers once (a second call does nothing)."""

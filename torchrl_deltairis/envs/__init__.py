@@ -11,8 +11,10 @@ collector logs (``episode_reward``, ``step_count``).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 
@@ -42,6 +44,8 @@ from torchrl_deltairis.envs.match import MATCH_ID, Match
 from torchrl_deltairis.envs.reach import REACH_ID, Reach
 from torchrl_deltairis.envs.recall import RECALL_ID, Recall
 from torchrl_deltairis.envs.workers import quiet_worker, start_forkserver
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ATARI_100K_GAMES", "AtariConfig", "CRAFTER_ACHIEVEMENTS", "CrafterConfig", "crafter_score",
@@ -141,10 +145,14 @@ def make_batched_env(
         # forkserver: one server process imports torch, TorchRL and the env families once, then forks
         # each worker from it (spawn would import them again in every worker: seconds each)
         start_forkserver(["torchrl_deltairis.envs"])
+        _log.info("starting %d env worker processes (%s)", num_envs, getattr(typed, "id", type(typed).__name__))
         batched = ParallelEnv(num_envs, factory, device=device, mp_start_method="forkserver")
     else:
         batched = SerialEnv(num_envs, factory, device=device)
+    start = time.perf_counter()
     env = TransformedEnv(batched, _tracking())
     if seed is not None:
-        env.set_seed(seed)
+        env.set_seed(seed)  # starts the workers
+    if parallel and not batched.is_closed:
+        _log.info("%d env workers ready in %.0f s", num_envs, time.perf_counter() - start)
     return env
