@@ -14,7 +14,7 @@ faster), with their spread.
 The reference is imported from its own ``src/`` (a checkout of vmicheli/delta-iris, e.g. the search
 tool's fetch, then ``git clone``); nothing of it is copied. Modules it imports but never uses on these
 paths are stood in for: ``gym`` by gymnasium, ``cv2`` (and matplotlib, torchvision if absent) by empty
-modules. The work is SPEC Part D's, as in ``speed.py``: the shipped config of the variant (num_actions
+modules. The work is the reference's measured work, as in ``speed.py``: the shipped config of the variant (num_actions
 17 for Crafter, 4 for Atari as the anchor benchmark), synthetic frames and random actions; a training
 step is loss, backward, clipping at 10 and the optimizer step; tokenizer 2 × 21 frames, world model
 2 × 21 (Crafter) / 2 × 26 (Atari) with the frozen tokenizer's pass inside, actor-critic 4 imagined
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 64], help="imagination batch sizes")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the reference was measured with 2)")
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                         help="ours with params.common.compile=true (or =MODE, e.g. reduce-overhead: CUDA graphs): "
                              "the convolutional parts and the imagination env's step (rows <work>+compiled; "

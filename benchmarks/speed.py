@@ -1,5 +1,5 @@
 """Seconds per training step (tokenizer, world model, actor-critic) and imagination throughput, beside
-the reference's (SPEC Part D).
+the reference's (docs/speed.md).
 
     python benchmarks/speed.py --json speed.json         # everything, on the CPU and on the GPU if there is one
     python benchmarks/speed.py --device cuda --steps imagination --json new.json --compare old.json
@@ -15,7 +15,7 @@ prints, row by row, this run's figure over OLD's (``new/old``) and the speed-up 
 faster), matching rows by device type, variant, step, precision, memory format and batch: measure
 with one version of the code, save the JSON, and run the other version with ``--compare``.
 
-Work definitions of SPEC Part D, so that the numbers compare side by side: the shipped full-size
+The reference's work definitions (docs/speed.md), so that the numbers compare side by side: the shipped full-size
 Crafter / Atari configs (the manifests in tests/data hold them); synthetic uint8 frames and random
 actions; one step = loss + backward + gradient clipping at 10 + AdamW step (``optim.apply_gradients``,
 as the trainer: skipped where the gradients are not finite). Tokenizer: 2 segments × 21 frames. World
@@ -74,7 +74,7 @@ from torchrl_deltairis.optim import apply_gradients
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "tests" / "data"
-# SPEC Part D: the reference's seconds per step on this machine's CPU (2 threads), fp32 / bf16 autocast.
+# The reference's seconds per step on this machine's CPU (2 threads), fp32 / bf16 autocast.
 REFERENCE_SECONDS = {
     ("crafter", "tokenizer"): (3.74, 1.11), ("crafter", "world_model"): (0.59, 0.33),
     ("atari", "tokenizer"): (3.59, 0.98), ("atari", "world_model"): (0.77, 0.33),
@@ -344,9 +344,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "or auto (16 on a CPU, the whole batch on a GPU)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (SPEC Part D: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the reference was measured with 2)")
     parser.add_argument("--wm-precomputed-tokens", action="store_true",
-                        help="world model: tokens precomputed outside the step (not SPEC Part D's "
+                        help="world model: tokens precomputed outside the step (not the reference's "
                              "definition; rows marked world_model*)")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny models, segments and peak matmul: checks the script in seconds, "

@@ -1,4 +1,4 @@
-"""Actor-critic training step and imagination throughput (SPEC Part D), used by ``benchmarks/speed.py``.
+"""Actor-critic training step and imagination throughput (docs/speed.md), used by ``benchmarks/speed.py``.
 
 - Actor-critic step: 4 trajectories, burn-in 5, horizon 15 (Crafter) / 20 (Atari), including the
   whole imagination (burn-in of both LSTMs, env reset from the context, ``env.rollout`` with the
@@ -35,7 +35,7 @@ from torchrl_deltairis.optim import apply_gradients
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels
 
-# SPEC Part D: the reference on this machine's CPU (2 threads); None where it fails (bf16 Crafter).
+# The reference on this machine's CPU (2 threads); None where it fails (bf16 Crafter).
 REFERENCE_AC_SECONDS = {"crafter": (2.13, None), "atari": (2.30, 1.56)}
 REFERENCE_IMAGINATION_STEPS_PER_S = {
     ("crafter", "fp32"): {1: 30.6, 16: 58.3, 64: 39.3}, ("crafter", "bf16"): {},

@@ -1,4 +1,4 @@
-"""The Atari preprocessing reproduces the reference's (SPEC A.7.4): each behaviour pinned."""
+"""The Atari preprocessing reproduces the reference's: each behaviour pinned."""
 
 from pathlib import Path
 

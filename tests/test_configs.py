@@ -1,4 +1,4 @@
-"""The shipped Hydra configs hold the reference's values (SPEC A.2) and build the reference's models."""
+"""The shipped Hydra configs hold the reference's values and build the reference's models."""
 
 import json
 from pathlib import Path

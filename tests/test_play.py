@@ -1,4 +1,4 @@
-"""The play tool (issue 8): every mode driven headless through pygame with scripted key presses, on a
+"""The play tool: every mode driven headless through pygame with scripted key presses, on a
 run folder (built here without training) and on reference-format checkpoints; the pure parts alone.
 
 Screenshots land in each test's ``tmp_path`` (``<mode>.png``); run with ``--basetemp DIR`` to keep them.

@@ -3,7 +3,7 @@
 ``tests/data/reference-configs/`` is the reference's ``config/`` folder (vmicheli/delta-iris at
 f8d4173), copied as data. Both sides are composed and resolved by Hydra (the reference's ``${eval:..}``
 values through an arithmetic-only resolver) and flattened to dotted leaves. Every leaf must be equal,
-except those listed below, each with its reason (SPEC Part C or our additions); a listed leaf that no
+except those listed below, each with its reason (docs/departures.md); a listed leaf that no
 longer differs fails too, so the list stays exact.
 """
 
@@ -44,8 +44,8 @@ _COMMON = {
                                       "in both (ours never reads it from the config)")
        for part in ("tokenizer", "world_model", "actor_critic.model")},
     "params.common.device": (("cuda:0", "auto"), "the reference hard-codes cuda:0; auto takes a GPU when "
-                             "there is one (SPEC C: devices come from config)"),
-    "params.common.seed": ((None, 0), "the reference seeds from the clock; we seed everything (SPEC C.2)"),
+                             "there is one (devices come from config)"),
+    "params.common.seed": ((None, 0), "the reference seeds from the clock; we seed everything (docs/departures.md#bugs-fixed)"),
     "params.common.compile": ((ABSENT, False), "ours only: torch.compile of the convolutional parts (opt-in)"),
     "params.common.memory_format": ((ABSENT, "auto"), "ours only: NCHW or channels_last convolutions (same results)"),
     "params.common.conv_batch_chunk": ((ABSENT, "auto"), "ours only: images per convolution call (same results)"),
@@ -68,12 +68,12 @@ _COMMON = {
        for leaf, value in (("codebook_ema_decay", 0.99), ("freqs_ema_decay", 0.98), ("loss.commitment_weight", 0.02),
                            ("loss.l1_weight", 0.1), ("loss.l2_weight", 1.0), ("loss.worst_pixel_weight", 0.01))},
     "params.training.bf16": ((ABSENT, True), "ours only: names the reference's hard-wired bf16 autocast of "
-                             "the tokenizer and world model (SPEC C.1)"),
+                             "the tokenizer and world model (docs/departures.md#constants-become-config-fields)"),
     "params.collection.train.steps_per_batch": ((ABSENT, 25), "ours only: steps per env in one TorchRL "
                                                 "collector batch (the reference steps one at a time; the "
                                                 "collected totals follow num_steps either way)"),
-    "params.evaluation.actor_critic.start_after_epochs": (None, "never read by the reference (SPEC A.9)"),
-    "params.evaluation.actor_critic.num_episodes_to_save": (None, "never read by the reference (SPEC A.9)"),
+    "params.evaluation.actor_critic.start_after_epochs": (None, "never read by the reference "),
+    "params.evaluation.actor_critic.num_episodes_to_save": (None, "never read by the reference "),
 }
 ALLOWED = {
     "crafter": {
@@ -99,7 +99,7 @@ ALLOWED = {
         "env.train.family": ((ABSENT, "atari"), "ours only: which env family to build"),
         "env.test.family": ((ABSENT, "atari"), "ours only: which env family to build"),
         "env.train.repeat_action_probability": ((ABSENT, 0.0), "ours only: 0 is the reference's NoFrameskip-v4 "
-                                                "(no sticky actions, SPEC C.5); 0.25 gives the v5 protocol"),
+                                                "(no sticky actions); 0.25 gives the v5 protocol"),
         "env.test.repeat_action_probability": ((ABSENT, 0.0), "as train"),
     },
 }

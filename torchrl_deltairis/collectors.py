@@ -3,8 +3,8 @@
 ``ExplorationPolicy`` turns any TorchRL policy that writes action ``"logits"`` into the reference's
 behaviour policy: sample at a temperature (or take the argmax), then TorchRL's ``EGreedyModule``
 replaces the action by a uniform random one with probability epsilon, *independently for each
-environment* (the reference draws one coin for the whole vector of envs, SPEC A.9.5; we fix that,
-SPEC C.2). With ``epsilon = 1`` (the first epoch) the wrapped policy is not called at all.
+environment* (the reference draws one coin for the whole vector of envs; we fix that,
+docs/departures.md#bugs-fixed). With ``epsilon = 1`` (the first epoch) the wrapped policy is not called.
 
 ``EpisodeCollector`` runs a stock ``torchrl.collectors.Collector`` over a batched env, appends every
 batch to the store (the store tracks each env's ongoing episode), and reports finished episodes.

@@ -1,6 +1,6 @@
 """Evaluation of the tokenizer and the world model on held-out episodes, and reconstruction images.
 
-As the reference's ``eval_agent`` (SPEC A.7.1): the losses over the *whole* test store, cut into
+As the reference's ``eval_agent`` (its ``src/trainer.py``): the losses over the *whole* test store, cut into
 consecutive chunks of ``sequence_length`` steps per episode (the last chunk of an episode padded on
 the right), in eval mode (the codebook is not updated), fp32, without gradients. Reconstructions
 show, for a few segments, the real frames, the tokenizer's one-step reconstructions (teacher

@@ -1,4 +1,4 @@
-"""Optimizers and one gradient update, as the reference trains each component (SPEC A.7.1).
+"""Optimizers and one gradient update, as the reference trains each component (its ``src/trainer.py``).
 
 The tokenizer and the world model use AdamW with weight decay on the weights of ``nn.Linear`` (and
 ``nn.Conv1d``) layers only (minGPT's rule: convolution-2d, embedding and normalisation weights and

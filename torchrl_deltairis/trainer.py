@@ -1,4 +1,4 @@
-"""The Δ-IRIS epoch loop: collect → train each component in turn → checkpoint → log (SPEC A.7.1).
+"""The Δ-IRIS epoch loop: collect → train each component in turn → checkpoint → log (as the reference's ``src/trainer.py``).
 
 Everything is built elsewhere (``factory.py``) and handed in; this file only loops. A ``Component``
 is one trained network with its loss (a TorchRL ``LossModule`` taking a segment batch), optimizer,

@@ -1,6 +1,6 @@
 """Δ-IRIS segment sampling as a TorchRL ``Sampler`` over the episode store.
 
-The reference's ``BatchSampler`` (SPEC A.7.2), per segment of length ``L``:
+The reference's ``BatchSampler`` (its ``src/data/sampler.py``), per segment of length ``L``:
 
     episode e ~ Categorical(p),  p_e ∝ (1 + count_e[component]) ** -alpha
     t ~ U{0 .. len_e - 1}
@@ -11,9 +11,10 @@ so windows may begin before the episode (left zero padding) and, in the first mo
 end (right padding); in the second mode the last frame is always real. Positions outside the
 episode point at the store's all-zero padding row, so the storage gather itself yields zeros there;
 ``mask_padding`` (False on padding) rides in the sampler's info, which ``TensorDictReplayBuffer``
-writes into the sample. torchrl's prioritized / segment-tree samplers are not used (its compiled
-extension does not load with this torch build, SPEC C.6); the weights are recomputed from the
-counts at every call (O(num_episodes)), so increments take effect on the next batch.
+writes into the sample. torchrl's prioritized / segment-tree samplers are not used (a different rule, and its compiled
+extension does not load with some torch builds); the weights are recomputed from the counts at every
+call (O(num_episodes)), so increments take effect on the next batch (the reference's lag behind its
+loader's prefetching is not reproduced: docs/departures.md#storage-and-sampling).
 
 Examples:
     >>> counts = EpisodeCounts()

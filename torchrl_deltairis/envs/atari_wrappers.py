@@ -1,4 +1,4 @@
-"""Gymnasium wrappers that reproduce the reference's Atari preprocessing exactly (SPEC A.7.4, C.5).
+"""Gymnasium wrappers that reproduce the reference's Atari preprocessing exactly (docs/departures.md#atari-preprocessing).
 
 Innermost first, as the reference stacks them::
 
@@ -13,7 +13,7 @@ Innermost first, as the reference stacks them::
 Why not gymnasium's ``AtariPreprocessing``: it max-pools raw frames *before* resizing (the reference
 resizes first), resizes with OpenCV's INTER_AREA (the reference uses PIL bilinear), and its
 ``terminal_on_life_loss`` resets the whole game at the next reset (the reference continues it).
-Why not TorchRL's transforms: see SPEC B.0 item 7 (random no-op actions, no max-pool).
+Why not TorchRL's transforms: they draw no random no-op counts and do not max-pool.
 """
 
 from __future__ import annotations

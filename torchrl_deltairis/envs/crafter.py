@@ -2,7 +2,7 @@
 
 The reference uses ``TimeLimit(crafter.Env(reward=True), 10000)``. Crafter has no TorchRL wrapper,
 so a small gymnasium shim splits crafter's single ``done`` into ``terminated`` (the player died) and
-``truncated`` (the episode length ran out; SPEC C.4) and reports the achievements unlocked so far.
+``truncated`` (the episode length ran out; docs/departures.md#terminated-and-truncated) and reports the achievements unlocked so far.
 """
 
 from __future__ import annotations

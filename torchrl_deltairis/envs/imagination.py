@@ -1,6 +1,6 @@
 """Imagination: the learned world model as a TorchRL environment.
 
-Reference: delta-iris ``src/envs/world_model_env.py`` (SPEC A.5.1). Two layers:
+Reference: delta-iris ``src/envs/world_model_env.py``. Two layers:
 
 - :class:`ImaginationCore` is the engine: it owns a preallocated :class:`KVCache` and does one imagined
   step for the whole batch with plain tensors (world-model step with 4 transformer calls → token

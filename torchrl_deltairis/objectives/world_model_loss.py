@@ -34,7 +34,7 @@ class WorldModelLossConfig:
     """lower end of the two-hot reward buckets (symlog space)"""
     two_hot_high: float = functional.TWO_HOT_HIGH
     mask_latents_with_next_padding: bool = True
-    """True (SPEC C.2): a transition's tokens are targets only if both its frames are real; False is the
+    """True (docs/departures.md#bugs-fixed): a transition's tokens are targets only if both its frames are real; False is the
     reference's behaviour (only the first frame must be real)"""
 
 

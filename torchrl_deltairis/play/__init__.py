@@ -1,4 +1,4 @@
-"""The play tool: watch the agent, play inside the world model, browse saved episodes (SPEC A.8).
+"""The play tool: watch the agent, play inside the world model, browse saved episodes.
 
 ``python -m torchrl_deltairis.play [PATH] [-w | -a | -e] [-h] [-f FPS] [--record FILE.mp4|FILE.gif]``
 (a run's ``scripts/play.sh`` calls it with the run folder). Modes: the agent in the real test env

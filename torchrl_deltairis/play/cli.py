@@ -1,8 +1,8 @@
 """``python -m torchrl_deltairis.play [PATH] [-w | -a | -e] [-h] [-f FPS] ...``: the command line.
 
 PATH (default ``.``) is a run folder or a reference-format checkpoint file (see
-:mod:`torchrl_deltairis.play.loading`). ``-h`` turns the header *on* (SPEC C: the reference's ``-h``
-turned it off); ``--help`` prints the help. Errors a user can fix print one line and exit with 2.
+:mod:`torchrl_deltairis.play.loading`). ``-h`` turns the header *on* (the reference's ``-h``
+turned it off: docs/departures.md#bugs-fixed); ``--help`` prints the help. Errors a user can fix print one line and exit with 2.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The world model and the agent as the play tool drives them: one step at a time, batch of one.
 
 :class:`SlidingImaginationCore` is :class:`~torchrl_deltairis.envs.imagination.ImaginationCore` with a
-sliding-window memory. The reference (and the core, SPEC A.5.1) flushes the whole KV cache when it is
+sliding-window memory. The reference (and the core) flushes the whole KV cache when it is
 full, keeping only the last frame: every ``max_blocks`` steps the dream forgets everything it saw.
 Here, when the next step would not fit, the cache is rebuilt from the last ``window_blocks`` whole
 time steps (``[frame, action, K tokens]`` blocks, up to ``max_blocks - 1``) followed by the current

@@ -1,4 +1,4 @@
-"""Action names and keyboard maps of the play tool (SPEC A.8), as pygame key *names*.
+"""Action names and keyboard maps of the play tool, as pygame key *names*.
 
 Keys are named as ``pygame.key.name`` spells them (``"a"``, ``"space"``, ``"up"``, ``"page up"``), so
 this module needs no pygame: the window turns a pressed key into its name and looks it up here.

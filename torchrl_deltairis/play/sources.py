@@ -74,7 +74,7 @@ class RealWorld:
 
 
 class DreamWorld:
-    """The world model, reset from a real first frame of ``env`` (SPEC A.8)."""
+    """The world model, reset from a real first frame of ``env``."""
 
     def __init__(self, core: SlidingImaginationCore, env: EnvBase) -> None:
         self.core, self.env = core, env
