@@ -51,12 +51,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    import aggregate as agg
-    import sweep_report as report_lib
-except ImportError:  # imported as benchmarks.atari100k
-    from benchmarks import aggregate as agg
-    from benchmarks import sweep_report as report_lib
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import aggregate as agg
+from benchmarks import sweep_report as report_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "train.py"

@@ -40,10 +40,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    import atari100k as sweeps
-except ImportError:  # imported as benchmarks.crafter
-    from benchmarks import atari100k as sweeps
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import atari100k as sweeps
 
 SPLITS = ("train", "test")
 # Smoke budget: 2 epochs, one evaluation (the last epoch's) of 2 test episodes cut at 300 steps.

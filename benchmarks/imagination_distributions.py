@@ -36,15 +36,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import sys
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    from imagination_agreement import STEPS, _copy_history, other_layout
-except ImportError:  # imported as benchmarks.imagination_distributions
-    from benchmarks.imagination_agreement import STEPS, _copy_history, other_layout
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.imagination_agreement import STEPS, _copy_history, other_layout
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.envs.imagination import ImaginationCore, to_uint8_frames
 from torchrl_deltairis.modules.models import configure_execution, resolve_execution

@@ -11,15 +11,15 @@ input shapes as well (which layer a slow operator belongs to).
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    import speed
-    import speed_imagination
-except ImportError:  # imported as benchmarks.profile_step
-    from benchmarks import speed, speed_imagination
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import speed, speed_imagination
 from torchrl_deltairis.modules.models import MEMORY_FORMATS, configure_execution, resolve_execution
 from torchrl_deltairis.reference import DeltaIrisModels
 

@@ -51,17 +51,16 @@ import argparse
 import itertools
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    import roofline
-    import speed_imagination
-except ImportError:  # imported as benchmarks.speed
-    from benchmarks import roofline, speed_imagination
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import roofline, speed_imagination
 from torchrl_deltairis.modules.models import (
     MEMORY_FORMATS,
     Execution,

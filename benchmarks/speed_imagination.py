@@ -13,16 +13,17 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-try:  # benchmarks/ is on sys.path when this file runs as a script
-    import roofline
-except ImportError:  # imported as benchmarks.speed_imagination
-    from benchmarks import roofline
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks import roofline
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.modules.models import Execution, compile_models, configure_execution

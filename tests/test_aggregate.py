@@ -1,6 +1,5 @@
 """benchmarks/aggregate.py: the published Atari 100k aggregates, CIs, improvement odds, errors, run files."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import aggregate as agg
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "aggregate.py"
 REFS = ROOT / "benchmarks" / "reference_results"
 FAST = ["--reps", "200", "--profile-reps", "50", "--seed", "0", "--no-plots"]
 
-_spec = importlib.util.spec_from_file_location("aggregate", SCRIPT)
-agg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(agg)
 
 PUBLISHED = {  # mean, median, IQM, optimality gap (mean/median over game means, IQM/gap over all runs)
     "DeltaIRIS": (1.383, 0.594, 0.682, 0.443),

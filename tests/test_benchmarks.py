@@ -15,19 +15,12 @@ import torch
 from conftest import TINY
 from hydra import compose, initialize_config_dir
 
+from benchmarks import atari100k, roofline, runtime, speed, speed_imagination
+from benchmarks import crafter_benchmark as crafter
+from torchrl_deltairis.reference import DeltaIrisModels
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-if str(BENCH) not in sys.path:  # the scripts import each other as top-level modules, as when they run
-    sys.path.append(str(BENCH))
-
-import atari100k  # noqa: E402
-import crafter_benchmark as crafter  # noqa: E402
-import roofline  # noqa: E402
-import runtime  # noqa: E402
-import speed  # noqa: E402
-import speed_imagination  # noqa: E402
-
-from torchrl_deltairis.reference import DeltaIrisModels  # noqa: E402
 
 FAKE_TRAIN = '''
 """Stands in for train.py: logs its call, writes a checkpoint, crashes once if told, else results.json."""

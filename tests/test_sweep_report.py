@@ -4,18 +4,14 @@ protocol, the learning curves read from metrics.csv, and the beats-random verdic
 import csv
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
-if str(BENCH) not in sys.path:  # the scripts import each other as top-level modules, as when they run
-    sys.path.append(str(BENCH))
+from benchmarks import atari100k
+from benchmarks import sweep_report as report_lib
 
-import atari100k  # noqa: E402
-import sweep_report as report_lib  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PONG = "PongNoFrameskip-v4"
 
