@@ -316,6 +316,9 @@ def compose_run_config(sweep: Sweep) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from torchrl_deltairis.config_resolvers import register_resolvers
+
+    register_resolvers()  # the configs' ${eval:...} links (the package registers it on import, too)
     hydra_keys = ("hydra", "hydra/")
     overrides = [o for o in sweep.overrides if not o.startswith(hydra_keys)]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):

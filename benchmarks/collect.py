@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.envs import AtariConfig, CrafterConfig, env_config, make_batched_env
@@ -37,14 +41,15 @@ def plain_fps(cfg, num_envs: int, steps: int) -> float:
     rng = np.random.default_rng(0)
     for i, env in enumerate(envs):
         env.reset(seed=i)
-    done_steps, start = 0, time.perf_counter()
-    while done_steps < steps:
-        for env in envs:
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
-            if terminated or truncated:
-                env.reset()
-            done_steps += 1
-    return done_steps / (time.perf_counter() - start)
+    done_steps = 0
+    with stopwatch() as elapsed:
+        while done_steps < steps:
+            for env in envs:
+                _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+                if terminated or truncated:
+                    env.reset()
+                done_steps += 1
+    return done_steps / elapsed()
 
 
 def collector_fps(cfg, num_envs: int, steps: int, steps_per_batch: int) -> float:
@@ -56,12 +61,11 @@ def collector_fps(cfg, num_envs: int, steps: int, steps_per_batch: int) -> float
         collector = EpisodeCollector(env, ExplorationPolicy(num_actions, epsilon=1.0), store,
                                      steps_per_batch=steps_per_batch, progress=False)
         collector.collect(1)  # warm-up: process start, first resets, memmap creation
-        start = time.perf_counter()
-        collected = collector.collect(steps).num_steps
-        elapsed = time.perf_counter() - start
+        with stopwatch() as elapsed:
+            collected = collector.collect(steps).num_steps
         assert store.num_steps >= collected, (store.num_steps, collected)
         collector.shutdown()
-    return collected / elapsed
+    return collected / elapsed()
 
 
 def main() -> None:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.modules.convnet import GroupNorm
 
 SHAPES = [(16, 64, 64, 64), (16, 64, 32, 32), (16, 128, 32, 32), (16, 128, 16, 16), (16, 256, 8, 8)]
@@ -28,15 +32,15 @@ def _timer(norm: nn.Module, x: torch.Tensor, grad: torch.Tensor):
     x = x.detach().requires_grad_()
 
     def forward() -> float:
-        start = time.perf_counter()
-        norm(x)
-        return time.perf_counter() - start
+        with stopwatch() as elapsed:
+            norm(x)
+        return elapsed()
 
     def backward() -> float:
         out = norm(x)
-        start = time.perf_counter()
-        out.backward(grad)
-        return time.perf_counter() - start
+        with stopwatch() as elapsed:
+            out.backward(grad)
+        return elapsed()
     return forward, backward
 
 

@@ -34,7 +34,6 @@ import importlib
 import json
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import torch
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import speed, speed_imagination
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.modules.models import compile_models, configure_execution, resolve_execution
 from torchrl_deltairis.reference import DeltaIrisModels
 
@@ -123,16 +123,14 @@ class Reference:
             getattr(self, other).train(other == component)
 
         def timed(bf16: bool) -> float:
-            _sync(self.device)
-            start = time.perf_counter()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                losses, _ = module.compute_loss(data, **kwargs)
-            losses.loss_total.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
-            optimizer.step()
-            optimizer.zero_grad()
-            _sync(self.device)
-            return time.perf_counter() - start
+            with stopwatch(self.device) as elapsed:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    losses, _ = module.compute_loss(data, **kwargs)
+                losses.loss_total.backward()
+                torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+                optimizer.step()
+                optimizer.zero_grad()
+            return elapsed()
         return timed
 
     def imagination(self, batch_size: int):
@@ -144,14 +142,12 @@ class Reference:
                                 generator=torch.Generator().manual_seed(self.seed)).to(self.device)
 
         def timed(bf16: bool) -> float:
-            _sync(self.device)
-            start = time.perf_counter()
-            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with stopwatch(self.device) as elapsed, torch.no_grad(), \
+                    torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 env.reset_from_past(context.observations, context.actions[:, :-1])
                 for t in range(self.horizon):
                     env.step(actions[t])
-            _sync(self.device)
-            return time.perf_counter() - start
+            return elapsed()
         return timed
 
 
@@ -178,11 +174,6 @@ class Ours:
     def imagination(self, batch_size: int):
         run = speed_imagination.ImaginationRun(self.models, self.variant, batch_size, self.device, self.compile)
         return lambda bf16: run.timed("rollout", bf16)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":  # the kernels queued so far are part of the step timed
-        torch.cuda.synchronize(device)
 
 
 def interleave(ref_timed, our_timed, bf16: bool, warmup: int, repeats: int) -> dict:

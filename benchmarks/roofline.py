@@ -3,15 +3,20 @@ this machine's measured matmul rate in a precision, for ``benchmarks/speed.py``'
 
 from __future__ import annotations
 
-import time
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.timing import stopwatch
 
 
 def count_flops(work: Callable[[], object]) -> float:
@@ -26,11 +31,6 @@ def count_flops(work: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device: torch.device, precision: str, size: int | None = None, repeats: int = 5) -> float:
     """GFLOP/s of a square matmul on ``device`` in ``precision`` (fp32, or bf16 operands), the best of
     ``repeats`` after one warm-up: the rate the row's work is set against."""
@@ -40,12 +40,10 @@ def matmul_peak(device: torch.device, precision: str, size: int | None = None, r
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
     for i in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
+        with stopwatch(device) as elapsed:
+            a @ b
         if i:
-            best = min(best, time.perf_counter() - start)
+            best = min(best, elapsed())
     return 2 * size ** 3 / best / 1e9
 
 

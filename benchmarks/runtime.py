@@ -29,13 +29,15 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.timing import stopwatch
 from torchrl_deltairis import projection
 from torchrl_deltairis.factory import collection_schedule, schedule_of, static_dataset
 from torchrl_deltairis.projection import COMPONENTS, PARTS, RunSchedule, duration
@@ -104,9 +106,9 @@ def measure(cfg: DictConfig, warmup: int, repeats: int, progress: bool = True) -
         batch = int(col.num_envs) * int(col.steps_per_batch)
         trainer.policy.epsilon = float(col.config.epsilon)
         trainer.collector.collect(batch * max(warmup, 1), desc="warm-up")  # data to sample from, too
-        start = time.perf_counter()
-        stats = trainer.collector.collect(batch * repeats, desc="timed collection")
-        collection_step = (time.perf_counter() - start) / max(stats.num_steps, 1)
+        with stopwatch(device) as elapsed:
+            stats = trainer.collector.collect(batch * repeats, desc="timed collection")
+        collection_step = elapsed() / max(stats.num_steps, 1)
         updates = {}
         for component in trainer.components:
             original = component.schedule

@@ -10,12 +10,16 @@ after reopening the store. Median of 50 batches, 2 threads.
 
 import argparse
 import statistics
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 
+if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 
 
@@ -41,9 +45,9 @@ def time_sampling(store: EpisodeStore, label: str, batch: int, length: int) -> N
         buffer.sample()
         times = []
         for _ in range(50):
-            start = time.perf_counter()
-            sampler.increment_counts(buffer.sample())
-            times.append(time.perf_counter() - start)
+            with stopwatch() as elapsed:
+                sampler.increment_counts(buffer.sample())
+            times.append(elapsed())
         print(f"{label:<13} {component:<13} {store.num_steps:>7} steps {store.num_episodes:>5} episodes  "
               f"batch {batch}x{length}: median {statistics.median(times) * 1e3:6.1f} ms")
 
@@ -59,9 +63,9 @@ def main() -> None:
         store = EpisodeStore(f"{tmp}/store", capacity=10_000_000)  # Crafter's full capacity (sparse)
         fill(store, args.steps)
         time_sampling(store, "same process", args.batch, args.length)
-        start = time.perf_counter()
-        reopened = EpisodeStore(f"{tmp}/store")
-        print(f"reopen: {(time.perf_counter() - start) * 1e3:.1f} ms")
+        with stopwatch() as elapsed:
+            reopened = EpisodeStore(f"{tmp}/store")
+        print(f"reopen: {elapsed() * 1e3:.1f} ms")
         time_sampling(reopened, "reopened", args.batch, args.length)
 
 

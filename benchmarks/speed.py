@@ -52,7 +52,6 @@ import itertools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -61,6 +60,7 @@ from tensordict import TensorDict
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import roofline, speed_imagination
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.modules.models import (
     MEMORY_FORMATS,
     Execution,
@@ -126,17 +126,13 @@ class TrainingStep:
         self.device = device
 
     def timed(self, bf16: bool) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = self.loss(self.data)
-            total = sum(v for k, v in out.items() if k.startswith("loss_"))
-        total.backward()
-        apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM)  # the trainer's update: clip, finite check, step
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - start
+        with stopwatch(self.device) as elapsed:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = self.loss(self.data)
+                total = sum(v for k, v in out.items() if k.startswith("loss_"))
+            total.backward()
+            apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM)  # the trainer's update: clip, finite check, step
+        return elapsed()
 
     def dispatched(self, bf16: bool) -> roofline.Dispatched:
         """The ATen operations and host syncs of one step (a pass that is not timed)."""

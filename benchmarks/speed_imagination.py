@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from tensordict.nn import TensorDictModuleBase
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import roofline
+from benchmarks.timing import stopwatch
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.modules.models import Execution, compile_models, configure_execution
@@ -46,11 +46,6 @@ NUM_TRAJECTORIES, BURN_IN, LR, MAX_GRAD_NORM = 4, 5, 1e-4, 10.0
 HORIZON = {"crafter": 15, "atari": 20}
 TRAINING = {"crafter": dict(gamma=0.997, entropy_weight=0.001),
             "atari": dict(gamma=0.995, entropy_weight=0.002)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def context(models: DeltaIrisModels, batch: int, device: torch.device, seed: int = 0) -> TensorDict:
@@ -79,17 +74,15 @@ class ActorCriticStep:
         self.data = context(models, NUM_TRAJECTORIES, device)
 
     def timed(self, bf16: bool) -> float:
-        _sync(self.device)
-        start = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            rollout = imagine(self.env, self.actor, self.models.actor_critic, self.data, self.horizon)
-            out = self.loss(rollout)
-            total = sum(v for k, v in out.items() if k.startswith("loss_"))
-        total.backward()
-        if apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM):  # as the trainer: clip, finite check, step
-            self.updater.step()
-        _sync(self.device)
-        return time.perf_counter() - start
+        with stopwatch(self.device) as elapsed:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                rollout = imagine(self.env, self.actor, self.models.actor_critic, self.data, self.horizon)
+                out = self.loss(rollout)
+                total = sum(v for k, v in out.items() if k.startswith("loss_"))
+            total.backward()
+            if apply_gradients(self.optimizer, self.params, MAX_GRAD_NORM):  # as the trainer: clip, finite check, step
+                self.updater.step()
+        return elapsed()
 
     def dispatched(self, bf16: bool) -> roofline.Dispatched:
         """The ATen operations and host syncs of one step (a pass that is not timed)."""
@@ -139,12 +132,9 @@ class ImaginationRun:
                          break_when_any_done=False, return_contiguous=True)
 
     def timed(self, mode: str, bf16: bool) -> float:
-        _sync(self.device)
-        start = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with stopwatch(self.device) as elapsed, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             getattr(self, mode)()
-        _sync(self.device)
-        return time.perf_counter() - start
+        return elapsed()
 
     def dispatched(self, bf16: bool) -> tuple[roofline.Dispatched, roofline.Dispatched | None]:
         """(the reset, its H steps) of one ``rollout``: ATen operations and host syncs, counted (not timed).

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from benchmarks import atari100k, roofline, runtime, speed, speed_imagination
 from benchmarks import crafter_benchmark as crafter
+from benchmarks.timing import stopwatch
 from torchrl_deltairis.reference import DeltaIrisModels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,3 +370,24 @@ def test_profile_step_prints_the_operators_of_one_step(step):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Self CPU time total" in proc.stdout and "aten::" in proc.stdout
+
+
+def test_the_stopwatch_times_its_block_and_keeps_the_reading():
+    with stopwatch("cpu") as elapsed:
+        time.sleep(0.02)
+        inside = elapsed()
+    assert 0.02 <= inside <= elapsed()
+    assert elapsed() == elapsed()  # frozen once the block is over
+
+
+@pytest.mark.parametrize("script,args,said", [
+    ("collect.py", ["--steps", "40", "--crafter-envs", "2", "--atari-envs", "1", "--steps-per-batch", "5"], "collector"),
+    ("sample.py", ["--steps", "400", "--batch", "4", "--length", "5"], "reopen: "),
+    ("group_norm.py", ["--dtypes", "fp32", "--repeats", "1", "--threads", "1"], "NHWC"),
+])
+def test_the_data_path_and_kernel_benchmarks_run(script, args, said):
+    """Each runs as a file, at tiny sizes, and prints its table (no figure is asserted)."""
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert said in proc.stdout, proc.stdout[-3000:]
