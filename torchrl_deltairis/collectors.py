@@ -25,6 +25,7 @@ from torchrl.modules import EGreedyModule
 from tqdm.auto import tqdm
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.compat import collector_policy_keys_as_list, collector_write_next_step
 from torchrl_deltairis.envs.crafter import crafter_metrics
 
 
@@ -156,12 +157,7 @@ class EpisodeCollector:
                                    policy_device=policy_device if policy_device is not None else env_device,
                                    storing_device=storing_device, trust_policy=True,
                                    auto_register_policy_transforms=False)
-        # TorchRL 0.14.1: with a policy that has a spec, the collector keeps its policy's output keys
-        # as a set; when the policy runs on another device than the envs (a GPU run), each step then
-        # fails in `TensorDict.update(keys_to_update=<set>)` ("unravel_key_list(): incompatible function
-        # arguments"). Its other branches keep a list; so do we (found by tests/test_simulated_device.py).
-        if isinstance(getattr(self.collector, "_policy_output_keys", None), set):
-            self.collector._policy_output_keys = sorted(self.collector._policy_output_keys, key=str)
+        collector_policy_keys_as_list(self.collector)  # a GPU run's steps fail without it (compat.py)
         self._iterator: Iterator[TensorDictBase] | None = None
         self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
         self.resumed_steps = 0  # steps a killed run stored in the epoch it resumes: the next collect counts them
@@ -181,9 +177,7 @@ class EpisodeCollector:
         frame_shape = tuple(self.env.observation_spec[keys.PIXELS].shape[-3:])
         values = self.before_collect(self.num_envs, frame_shape)
         if values is not None:
-            # The stock Collector keeps the step it is about to take in its carrier TensorDict (on the
-            # env's device) and offers no public setter: this is the one place that writes into it.
-            self.collector._carrier.update(values.to(self.collector.env_device))
+            collector_write_next_step(self.collector, values)
 
     def collect(self, num_steps: int, desc: str = "collect") -> CollectionStats:
         """Collects at least ``num_steps - excess`` steps (whole batches), stores them, and returns

@@ -36,6 +36,7 @@ from torchrl.data.replay_buffers.storages import Storage
 from torchrl.data.replay_buffers.writers import ImmutableDatasetWriter
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.compat import sampler_generator
 from torchrl_deltairis.data.atomic_io import torch_save_atomic
 from torchrl_deltairis.data.counts import EpisodeCounts
 from torchrl_deltairis.data.store import PADDING_ROW, EpisodeStore
@@ -91,7 +92,7 @@ class SegmentSampler(Sampler):
 
     @property
     def rng(self) -> torch.Generator:
-        return self._rng if self._rng is not None else self.generator
+        return sampler_generator(self, self.generator)
 
     def sample_windows(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Episode ids (B,), window starts (B,) (may be < 0) and episode lengths (B,)."""

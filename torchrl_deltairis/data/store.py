@@ -49,6 +49,7 @@ from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.compat import storage_set_length
 from torchrl_deltairis.data.atomic_io import fsync_path, read_json, write_json_atomic
 from torchrl_deltairis.data.batch_input import steps_from_batch
 from torchrl_deltairis.data.episode_index import EpisodeIndex, assign_episodes
@@ -311,8 +312,7 @@ class EpisodeStore:
         would copy every row of the capacity onto itself there (TorchRL skips the copy only for a
         storage it created itself), writing a reopened store's whole capacity to disk."""
         if self.storage.initialized:
-            self.storage._len = num_rows  # what TorchRL's loads sets (it has no public setter), and
-            self.storage._bump_mutation_revision()  # the cache invalidation that loads does
+            storage_set_length(self.storage, num_rows)  # what TorchRL's loads would do, without its copy
         else:  # TorchRL's record is rewritten only when it differs (a kill between the two records of
             # a commit): reopening a store on a full disk, to read its committed steps, writes nothing
             torchrl_record = {"metadata": {}, "is_pytree": False, "len": num_rows}

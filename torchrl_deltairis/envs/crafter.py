@@ -16,6 +16,8 @@ import torch
 from torchrl.data import Binary
 from torchrl.envs import EnvBase, GymWrapper, default_info_dict_reader
 
+from torchrl_deltairis.compat import crafter_number_objects
+
 CRAFTER_NUM_ACTIONS = 17
 CRAFTER_ACHIEVEMENTS = (
     "collect_coal", "collect_diamond", "collect_drink", "collect_iron", "collect_sapling",
@@ -37,30 +39,6 @@ class CrafterConfig:
     reward: bool = True  # crafter's sparse achievement reward plus the +-0.1 health signal
 
 
-def _creation_order_hashes() -> None:
-    """Makes Crafter reproducible under a seed. Its creature balancing despawns
-    ``creatures[random.randint(len(creatures))]`` from a list built by iterating a ``set`` of objects,
-    whose order follows their default hash, the memory address: two runs with the same seed and the
-    same actions part ways mid-episode. Objects get a hash that counts their creation in their
-    world instead (unique, so a set's behaviour is unchanged; only its iteration order becomes
-    reproducible). Idempotent; the world's dynamics and their distribution are untouched."""
-    import crafter.engine
-    import crafter.objects
-
-    if getattr(crafter.engine.World, "_creation_order_hashes", False):
-        return
-    add = crafter.engine.World.add
-
-    def numbered_add(world, obj):
-        world._next_object_number = getattr(world, "_next_object_number", 0) + 1
-        obj._object_number = world._next_object_number
-        return add(world, obj)
-
-    crafter.engine.World.add = numbered_add
-    crafter.objects.Object.__hash__ = lambda obj: obj._object_number
-    crafter.engine.World._creation_order_hashes = True
-
-
 class CrafterGymnasium(gym.Env):
     """``crafter.Env`` under the gymnasium 1.x API, observations ``{"pixels": uint8 [3, H, W]}`` and
     ``info["achievements"]``: a bool [22] vector of what was unlocked so far in the episode."""
@@ -70,7 +48,7 @@ class CrafterGymnasium(gym.Env):
     def __init__(self, cfg: CrafterConfig | None = None, seed: int | None = None):
         import crafter
 
-        _creation_order_hashes()
+        crafter_number_objects()  # reproducible under a seed (compat.py)
         self.cfg = cfg if cfg is not None else CrafterConfig()
         if self.cfg.id != "crafter":
             raise ValueError(f"Unknown Crafter env id {self.cfg.id!r}. Valid names: crafter")

@@ -182,8 +182,9 @@ class ImaginationCore(nn.Module):
             return self.draw_fn(kind, logits)
         return _pick(logits, noise.pop(0) if noise is not None else None)
 
-    def _transformer_last(self, cache: KVCache, sequence: torch.Tensor) -> torch.Tensor:
-        """Runs the cached transformer over ``sequence`` and returns the output at its last token."""
+    def transformer_last(self, cache: KVCache, sequence: torch.Tensor) -> torch.Tensor:
+        """Runs the cached transformer over ``sequence`` and returns the output at its last token (every
+        transformer call of a step goes through here: the play tool's sliding window overrides it)."""
         return self.world_model.transformer(sequence, cache)[:, -1]
 
     def step_tensors(self, frame: torch.Tensor, action: torch.Tensor, tail: torch.Tensor, keys: torch.Tensor,
@@ -195,7 +196,7 @@ class ImaginationCore(nn.Module):
         cache = KVCache.view(keys, values, length)
         noise = list(noise) if noise is not None else None
         act_emb = wm.act_emb(action.unsqueeze(1))
-        out = self._transformer_last(cache, torch.cat((tail.to(act_emb.dtype), act_emb), dim=1).float())
+        out = self.transformer_last(cache, torch.cat((tail.to(act_emb.dtype), act_emb), dim=1).float())
         if wm.config.reward_head == "two_hot":
             logits = wm.head_rewards.head_module(out).float()
             with torch.autocast(logits.device.type, enabled=False):  # the expectation in fp32
@@ -205,7 +206,7 @@ class ImaginationCore(nn.Module):
         end = self._draw("end", wm.head_ends.head_module(out), noise).bool()
         tokens = [self._draw("latent", wm.head_latents.head_module(out), noise)]
         for _ in range(k - 1):
-            out = self._transformer_last(cache, wm.latents_emb(tokens[-1]).unsqueeze(1).float())
+            out = self.transformer_last(cache, wm.latents_emb(tokens[-1]).unsqueeze(1).float())
             tokens.append(self._draw("latent", wm.head_latents.head_module(out), noise))
         q = self.tokenizer.embed_tokens(torch.stack(tokens, dim=-1).unsqueeze(1))  # [B, 1, K, D]
         prev = functional.pixels_to_float(frame).unsqueeze(1)

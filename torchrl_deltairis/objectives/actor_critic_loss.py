@@ -70,6 +70,7 @@ from torchrl.objectives import LossModule, SoftUpdate, ValueEstimators
 from torchrl.objectives.value import TDLambdaEstimator
 
 from torchrl_deltairis import functional, keys
+from torchrl_deltairis.compat import loss_expects_target_updater
 from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget, CnnLstmActorCritic
 from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, make_value_operator
 
@@ -271,7 +272,7 @@ class ImaginationActorCriticLoss(LossModule):
                                                     no_convert=True)
         self.target_actor_critic_params = TensorDictParams(
             TensorDict.from_module(actor_critic.target_model), no_convert=True)
-        self._has_update_associated["actor_critic"] = False  # set by SoftUpdate (make_target_updater)
+        loss_expects_target_updater(self, "actor_critic")  # SoftUpdate (make_target_updater) sets it
         self.lambda_returns = TDLambdaEstimator(gamma=self.config.gamma, lmbda=self.config.lambda_,
                                                 value_network=None)
         self._forward_value_estimator_keys()

@@ -66,9 +66,9 @@ class SlidingImaginationCore(ImaginationCore):
         assert self._history.size(1) == self.cache.size, (self._history.shape, self.cache.size)
         self.end_probability, self.num_slides = None, 0
 
-    def _transformer_last(self, cache, sequence: torch.Tensor) -> torch.Tensor:
+    def transformer_last(self, cache, sequence: torch.Tensor) -> torch.Tensor:
         self._history = torch.cat((self._history, sequence.float()), dim=1)
-        out = super()._transformer_last(cache, sequence)
+        out = super().transformer_last(cache, sequence)
         if self._watch_end:  # the first call of a step runs at the action position
             logits = self.world_model.head_ends.head_module(out).float()
             self.end_probability = logits.softmax(dim=-1)[:, 1]
