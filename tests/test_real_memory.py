@@ -218,8 +218,8 @@ def test_the_test_store_holds_exactly_the_quota_episodes(tmp_path):
 def test_every_transfer_goes_through_the_collectors_devices(tmp_path):
     collector, trunk, _ = _collector(tmp_path, {"family": "gym", "id": REACH_ID}, 2, False, epsilon=1.0)
     try:
-        assert collector.devices == {"env_device": torch.device("cpu"), "policy_device": torch.device("cpu"),
-                                     "storing_device": torch.device("cpu")}
+        stock = collector.collector
+        assert (stock.env_device, stock.policy_device, stock.storing_device) == (torch.device("cpu"),) * 3
         # Known before the first step, even while epsilon = 1 never calls the network: what the stock
         # collector copies back from the policy's device into the step (on a GPU, a state missing
         # here would be dropped at every step).

@@ -162,12 +162,6 @@ class EpisodeCollector:
         self.excess_steps = 0  # steps collected beyond the last request, counted towards the next one
         self.resumed_steps = 0  # steps a killed run stored in the epoch it resumes: the next collect counts them
 
-    @property
-    def devices(self) -> dict[str, torch.device]:
-        """The stock collector's ``env_device``, ``policy_device`` and ``storing_device``."""
-        c = self.collector
-        return {"env_device": c.env_device, "policy_device": c.policy_device, "storing_device": c.storing_device}
-
     def _start(self) -> None:
         """Runs ``before_collect`` and writes what it returns into the collector's current step."""
         if self._iterator is None:

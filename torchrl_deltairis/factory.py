@@ -20,7 +20,7 @@ from torchrl.envs import EnvBase
 
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
-from torchrl_deltairis.data import EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
+from torchrl_deltairis.data import COMPONENTS, EpisodeCounts, EpisodeStore, SegmentSampler, make_segment_buffer
 from torchrl_deltairis.data.store import allocated_bytes, store_bytes
 from torchrl_deltairis.data.transfer import to_device
 from torchrl_deltairis.envs import AtariConfig, GymConfig, env_config, make_batched_env, make_env
@@ -55,7 +55,6 @@ from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, burn_in, m
 from torchrl_deltairis.trainer import CollectionSchedule, Component, ComponentSchedule
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-COMPONENTS = ("tokenizer", "world_model", "actor_critic")
 Generators = dict[str, torch.Generator]  # a run's named generators, saved in and restored from its checkpoints
 
 

@@ -88,7 +88,6 @@ LIVES = "lives"
 EPISODE = "episode"
 STEP = "step"
 MASK_PADDING = "mask_padding"
-INDEX = "index"
 TOKENS = "tokens"
 
 NEXT_PIXELS = ("next", PIXELS)
@@ -96,7 +95,6 @@ NEXT_REWARD = ("next", REWARD)
 NEXT_DONE = ("next", DONE)
 NEXT_TERMINATED = ("next", TERMINATED)
 NEXT_TRUNCATED = ("next", TRUNCATED)
-NEXT_ACHIEVEMENTS = ("next", ACHIEVEMENTS)
 
 # What the episode store keeps per step (see the table above).
 STORE_KEYS = (PIXELS, ACTION, REWARD, TERMINATED, TRUNCATED, EPISODE, STEP)
@@ -117,5 +115,3 @@ ADVANTAGE = "advantage"
 VALUE_TARGET = "value_target"
 MASK = ("collector", "mask")
 CONTEXT_PIXELS = (CONTEXT, PIXELS)
-CONTEXT_ACTION = (CONTEXT, ACTION)
-CONTEXT_MASK_PADDING = (CONTEXT, MASK_PADDING)

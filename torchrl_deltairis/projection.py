@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from torchrl_deltairis.data.counts import COMPONENTS
+
 if TYPE_CHECKING:  # the trainer builds a RunClock: no import at run time
     from torchrl_deltairis.trainer import CollectionSchedule, ComponentSchedule
 
 __all__ = ["PARTS", "COMPONENTS", "Costs", "RunSchedule", "RunClock", "project", "duration"]
 
-COMPONENTS = ("tokenizer", "world_model", "actor_critic")
 PARTS = ("collection", *COMPONENTS, "evaluation")
 
 

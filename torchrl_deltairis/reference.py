@@ -11,8 +11,8 @@
   :class:`DeltaIrisModels` holding those weights. It is strict: a missing, unexpected or mis-shaped
   key raises :class:`ReferenceCheckpointError` naming it.
 
-Our modules mirror the reference's attribute names, so the key mapping is the identity; it still goes
-through :func:`convert_reference_state_dict`, the one place to change if a name ever diverges.
+Our modules mirror the reference's attribute names, so its keys are ours: :func:`convert_reference_state_dict`
+checks them (every key, shape and dtype kind) and is the one place to map them if a name ever diverges.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLossConfig
 from torchrl_deltairis.objectives.world_model_loss import WorldModelLossConfig
 
 __all__ = [
-    "ModelConfigs", "ReferenceConfigs", "DeltaIrisModels", "ReferenceCheckpointError", "configs_from_reference",
+    "ModelConfigs", "DeltaIrisModels", "ReferenceCheckpointError", "configs_from_reference",
     "convert_reference_state_dict", "load_reference_checkpoint", "to_reference_state_dict",
 ]
 
@@ -45,7 +45,6 @@ class ReferenceCheckpointError(ValueError):
     """A reference state_dict does not fit the models built from the given config."""
 
 
-ReferenceConfigs = ModelConfigs  # the former name
 
 _META = frozenset({"_target_", "num_actions"})  # class paths (ignored) and the env-given action count
 
@@ -178,15 +177,6 @@ def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None
     return ModelConfigs(tokenizer, world_model, actor_critic, tokenizer_loss, world_model_loss, training)
 
 
-def _reference_to_ours(key: str) -> str:
-    """Our state-dict key for a reference key (identity: our modules mirror the reference's names)."""
-    return key
-
-
-def _ours_to_reference(key: str) -> str:
-    return key
-
-
 def _kind(t: torch.Tensor) -> str:
     return "bool" if t.dtype == torch.bool else "float" if t.is_floating_point() else "integer"
 
@@ -201,7 +191,7 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor],
     ours = models.state_dict()
     converted, problems = {}, []
     for ref_key, value in state_dict.items():
-        key = _reference_to_ours(ref_key)
+        key = ref_key  # our modules mirror the reference's attribute names
         if key not in ours:
             problems.append(f"unexpected key {ref_key!r} (shape {tuple(value.shape)})")
         elif not isinstance(value, torch.Tensor):
@@ -213,9 +203,8 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor],
             problems.append(f"key {ref_key!r} has dtype {value.dtype}, expected {ours[key].dtype}")
         else:
             converted[key] = value
-    mapped = {_reference_to_ours(k) for k in state_dict}
-    problems += [f"missing key {_ours_to_reference(k)!r} (shape {tuple(v.shape)})"
-                 for k, v in ours.items() if k not in mapped]
+    problems += [f"missing key {k!r} (shape {tuple(v.shape)})"
+                 for k, v in ours.items() if k not in state_dict]
     if problems:
         raise ReferenceCheckpointError(f"{len(problems)} problem(s) with the reference checkpoint:\n  "
                                        + "\n  ".join(problems))
@@ -224,18 +213,18 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor],
 
 def to_reference_state_dict(models: nn.Module) -> dict[str, torch.Tensor]:
     """Our models' state, keyed as the reference saves it (the inverse of the conversion)."""
-    return {_ours_to_reference(k): v for k, v in models.state_dict().items()}
+    return dict(models.state_dict())
 
 
 def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
-                              config: ReferenceConfigs | Mapping[str, Any], *,
+                              config: ModelConfigs | Mapping[str, Any], *,
                               map_location: str | torch.device = "cpu") -> DeltaIrisModels:
     """Builds :class:`DeltaIrisModels` from ``config`` and loads a reference-format state_dict into it.
 
     Args:
         path_or_state_dict: a path to a ``.pt`` file (read with ``torch.load(weights_only=True)``) or
             a state_dict. A dict with a ``"state_dict"`` entry (a parity fixture) is unwrapped.
-        config: :class:`ReferenceConfigs`, or the reference's config dict.
+        config: :class:`ModelConfigs`, or the reference's config dict.
         map_location: where to load the tensors.
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
@@ -248,7 +237,7 @@ def load_reference_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[st
         raise ReferenceCheckpointError(f"expected a state_dict (a mapping), got {type(state).__name__}")
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
-    configs = config if isinstance(config, ReferenceConfigs) else configs_from_reference(config)
+    configs = config if isinstance(config, ModelConfigs) else configs_from_reference(config)
     models = DeltaIrisModels(configs)
     models.load_state_dict(convert_reference_state_dict(state, models), strict=True)
     return models.to(map_location)

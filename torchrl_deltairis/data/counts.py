@@ -13,7 +13,7 @@ import torch
 
 from torchrl_deltairis.data.atomic_io import torch_save_atomic
 
-DEFAULT_COMPONENTS = ("tokenizer", "world_model", "actor_critic")
+COMPONENTS = ("tokenizer", "world_model", "actor_critic")  # the trained networks, in training order
 
 
 class EpisodeCounts:
@@ -23,7 +23,7 @@ class EpisodeCounts:
         components: the names of the components that sample segments.
     """
 
-    def __init__(self, components: Sequence[str] = DEFAULT_COMPONENTS) -> None:
+    def __init__(self, components: Sequence[str] = COMPONENTS) -> None:
         if isinstance(components, str) or len(set(components)) != len(components) or not components:
             raise ValueError(f"components must be distinct names, got {components!r}")
         self._counts = {name: torch.zeros(0, dtype=torch.int64) for name in components}

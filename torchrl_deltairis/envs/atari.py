@@ -9,6 +9,7 @@ import torch
 from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, GymWrapper, default_info_dict_reader
 
+from torchrl_deltairis import keys
 from torchrl_deltairis.envs.atari_wrappers import EpisodicLife, MaxAndSkip, NoopReset, PixelsDict, ResizeFrames
 
 ATARI_100K_GAMES = (
@@ -102,5 +103,5 @@ def make_atari_env(cfg: AtariConfig | None = None, *, device: str | torch.device
         cfg = AtariConfig(**{**cfg.__dict__, **overrides})
     resolve_atari_id(cfg.id)  # fail before building anything
     env = GymWrapper(make_atari_gymnasium(cfg), categorical_action_encoding=True, device=device)
-    reader = default_info_dict_reader(["lives"], spec=[Unbounded((1,), dtype=torch.int64)])
+    reader = default_info_dict_reader([keys.LIVES], spec=[Unbounded((1,), dtype=torch.int64)])
     return env.set_info_dict_reader(reader)

@@ -16,6 +16,7 @@ import torch
 from torchrl.data import Binary
 from torchrl.envs import EnvBase, GymWrapper, default_info_dict_reader
 
+from torchrl_deltairis import keys
 from torchrl_deltairis.compat import crafter_number_objects
 
 CRAFTER_NUM_ACTIONS = 17
@@ -88,7 +89,7 @@ def make_crafter_env(
     ``"achievements"`` bool [22] (read it at the done step to know what the episode unlocked)."""
     env = GymWrapper(CrafterGymnasium(cfg, seed=seed), categorical_action_encoding=True, device=device)
     spec = Binary(n=len(CRAFTER_ACHIEVEMENTS), shape=(len(CRAFTER_ACHIEVEMENTS),), dtype=torch.bool)
-    return env.set_info_dict_reader(default_info_dict_reader(["achievements"], spec=[spec]))
+    return env.set_info_dict_reader(default_info_dict_reader([keys.ACHIEVEMENTS], spec=[spec]))
 
 
 def crafter_success_rates(unlocked: torch.Tensor) -> torch.Tensor:
