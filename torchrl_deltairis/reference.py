@@ -18,9 +18,8 @@ checks them (every key, shape and dtype kind) and is the one place to map them i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from collections.abc import Iterable
-from dataclasses import MISSING, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn as nn
 
 from torchrl_deltairis.modules.actor_critic import ActorCriticConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
-from torchrl_deltairis.modules.models import DeltaIrisModels, ModelConfigs
+from torchrl_deltairis.modules.models import DeltaIrisModels
 from torchrl_deltairis.modules.tokenizer import TokenizerConfig
 from torchrl_deltairis.modules.transformer import TransformerConfig
 from torchrl_deltairis.modules.world_model import WorldModelConfig
@@ -45,11 +44,24 @@ class ReferenceCheckpointError(ValueError):
     """A reference state_dict does not fit the models built from the given config."""
 
 
-
 _META = frozenset({"_target_", "num_actions"})  # class paths (ignored) and the env-given action count
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+@dataclass
+class ModelConfigs:
+    """Our configs for the three models and the two model losses, plus the actor-critic's training
+    hyperparameters (what :func:`configs_from_reference` reads from a run's ``params``)."""
+
+    tokenizer: TokenizerConfig
+    world_model: WorldModelConfig
+    actor_critic: ActorCriticConfig
+    tokenizer_loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    world_model_loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
+    actor_critic_training: dict[str, Any] = field(default_factory=dict)
+    """burn_in_length, imagination_horizon, gamma, lambda_, entropy_weight"""
 
 
 def _coerce(where: str, value: Any, default: Any) -> Any:

@@ -8,20 +8,18 @@ makes one from the ``params`` of a run's YAML (or a reference config).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from torchrl_deltairis.modules.convnet import FrameDecoder, FrameEncoder
-from torchrl_deltairis.modules.actor_critic import ActorCriticConfig, ActorCriticWithTarget
-from torchrl_deltairis.modules.tokenizer import Tokenizer, TokenizerConfig
-from torchrl_deltairis.modules.world_model import WorldModel, WorldModelConfig
-from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLossConfig
-from torchrl_deltairis.objectives.world_model_loss import WorldModelLossConfig
+from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget
+from torchrl_deltairis.modules.tokenizer import Tokenizer
+from torchrl_deltairis.modules.world_model import WorldModel
 
-__all__ = ["COMPILED_PARTS", "COMPILE_MODES", "MEMORY_FORMATS", "DeltaIrisModels", "Execution", "ModelConfigs",
+__all__ = ["COMPILED_PARTS", "COMPILE_MODES", "MEMORY_FORMATS", "DeltaIrisModels", "Execution",
            "compile_models", "configure_execution", "resolve_execution", "valid_compile_mode"]
 
 # The fixed-shape convolutional parts, where the FLOPs are (the tokenizer's decoder above all): compiled
@@ -36,23 +34,12 @@ def valid_compile_mode(mode: object) -> bool:
     return isinstance(mode, bool) or (isinstance(mode, str) and mode in COMPILE_MODES)
 
 
-@dataclass
-class ModelConfigs:
-    """Our configs for the three models and two losses, plus the actor-critic training hyperparameters."""
-
-    tokenizer: TokenizerConfig
-    world_model: WorldModelConfig
-    actor_critic: ActorCriticConfig
-    tokenizer_loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
-    world_model_loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
-    actor_critic_training: dict[str, Any] = field(default_factory=dict)
-    """burn_in_length, imagination_horizon, gamma, lambda_, entropy_weight (for the imagination issue)"""
-
-
 class DeltaIrisModels(nn.Module):
     """The three Δ-IRIS networks; state-dict keys are those of the reference's ``Agent``."""
 
-    def __init__(self, configs: ModelConfigs) -> None:
+    def __init__(self, configs: Any) -> None:
+        """``configs``: a ``reference.ModelConfigs`` (any object with ``tokenizer``, ``world_model`` and
+        ``actor_critic`` configs), kept as ``self.configs``."""
         super().__init__()
         self.configs = configs
         self.tokenizer = Tokenizer(configs.tokenizer)
