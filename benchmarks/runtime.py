@@ -39,9 +39,11 @@ if __package__ in (None, ""):  # run as a file: import the sibling scripts as th
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.timing import stopwatch
 from torchrl_deltairis import projection
-from torchrl_deltairis.factory import collection_schedule, schedule_of, static_dataset
+from torchrl_deltairis.build.checks import static_dataset
+from torchrl_deltairis.build.components import schedule_of
+from torchrl_deltairis.build.data import collection_schedule
 from torchrl_deltairis.projection import COMPONENTS, PARTS, RunSchedule, duration
-from torchrl_deltairis.run import build_trainer
+from torchrl_deltairis.build.lifecycle import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_device_name(cfg: DictConfig) -> str:
-    from torchrl_deltairis.factory import resolve_device
+    from torchrl_deltairis.build.checks import resolve_device
 
     device = resolve_device(cfg.params.common.device)
     if device.type == "cuda":

@@ -233,9 +233,10 @@ def test_a_run_compiles_its_imagination_step_when_configured(tmp_path, mode):
     from hydra import compose, initialize_config_dir
 
     from test_validation import ROOT
+    from torchrl_deltairis.build.components import make_actor_critic_component
+    from torchrl_deltairis.build.models import make_models
     from torchrl_deltairis.data.counts import EpisodeCounts
     from torchrl_deltairis.data.store import EpisodeStore
-    from torchrl_deltairis.factory import make_actor_critic_component, make_models
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["params=smoke", f"params.common.compile={mode}"])

@@ -21,7 +21,8 @@ from tensordict import TensorDict
 
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.data.counts import EpisodeCounts
-from torchrl_deltairis.factory import make_models, make_segment_source
+from torchrl_deltairis.build.components import make_segment_source
+from torchrl_deltairis.build.models import make_models
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [("crafter", "crafter"), ("atari", "atari"), ("crafter", "smoke"), ("atari", "smoke"),

@@ -1,4 +1,4 @@
-"""The disk a run's episode stores need: the estimate (``factory.disk_need``) against what a store
+"""The disk a run's episode stores need: the estimate (``build.data.disk_need``) against what a store
 really writes, the check at the start of a run (refuse / warn, on a faked ``shutil.disk_usage``), and
 a real full disk (a small tmpfs in a private mount namespace) under a store write."""
 
@@ -22,7 +22,7 @@ from test_store import make_batch
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.data.store import allocated_bytes, bytes_per_step, store_bytes
-from torchrl_deltairis.factory import GB, check_disk_space, disk_need
+from torchrl_deltairis.build.data import GB, check_disk_space, disk_need
 
 ROOT = Path(__file__).resolve().parents[1]
 Usage = namedtuple("Usage", "total used free")  # shutil.disk_usage's answer
@@ -171,7 +171,7 @@ def test_a_run_that_fits_with_less_than_10_percent_to_spare_is_warned_about(tmp_
 
 
 def test_build_trainer_refuses_before_anything_is_written_and_prints_the_warning(tmp_path, monkeypatch, capsys):
-    import torchrl_deltairis.run as run
+    import torchrl_deltairis.build.lifecycle as run
     from torchrl_deltairis.runlock import RunLock
 
     cfg = config(*TINY)
@@ -181,7 +181,7 @@ def test_build_trainer_refuses_before_anything_is_written_and_prints_the_warning
         run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False)
     assert not (run_dir / "dataset").exists() and not (run_dir / "config").exists()  # no run file written
     RunLock(run_dir).release()  # the refusal released the folder
-    monkeypatch.setattr(run, "_build", lambda *args: "built")  # the rest of the build (env workers, models)
+    monkeypatch.setattr(run, "_open_run", lambda *args: "built")  # the rest of the build (env workers, models)
     fake_free(monkeypatch, 1.05 * disk_need(cfg, run_dir).needed_bytes)
     assert run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False) == "built"
     lines = capsys.readouterr().err.splitlines()

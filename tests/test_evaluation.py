@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from tensordict import TensorDict
 
-import torchrl_deltairis.run as run
+import torchrl_deltairis.build.evaluate as run
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.evaluation import evaluate_loss, save_reconstructions, traverse_segments
-from torchrl_deltairis.factory import make_models
+from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.modules import Tokenizer, TokenizerConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
 from torchrl_deltairis.objectives import TokenizerLoss

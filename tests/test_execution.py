@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import small_models
 from test_validation import ROOT
-from torchrl_deltairis.factory import make_models
+from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.modules.convnet import (FrameDecoder, FrameEncoder, GroupNorm, _GroupNormChannelsLast,
                                                upsample_nearest_2x)
 from torchrl_deltairis.modules.models import Execution, configure_execution, resolve_execution

@@ -12,7 +12,8 @@ from torchrl.objectives import LossModule
 
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
-from torchrl_deltairis.factory import make_actor_critic_component, make_models
+from torchrl_deltairis.build.components import make_actor_critic_component
+from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from tensordict import TensorDict
 
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeStore
-from torchrl_deltairis.factory import make_models
+from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.play import main
 from torchrl_deltairis.play import recording as play_recording
 from torchrl_deltairis.play import sources as play_sources
@@ -80,7 +80,7 @@ def fill_store(directory: Path, split: str, lengths: tuple[int, ...]) -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A smoke-config run folder as run.py lays it out, untrained: config, last.pt, two stores."""
+    """A smoke-config run folder as a run lays it out, untrained: config, last.pt, two stores."""
     run = tmp_path_factory.mktemp("run")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["params=smoke"])

@@ -1,4 +1,4 @@
-"""The policy's memory in the real envs, wired as ``run.py`` wires it (``factory.make_collector``).
+"""The policy's memory in the real envs, wired as a run wires it (``build.data.make_collector``).
 
 - In collected batches the state a step starts from is the state the previous step wrote, across
   batches and across ``collect`` calls, except where an episode starts (zeros) and at the start of a
@@ -23,7 +23,7 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.collectors import EpisodeCollector
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.envs import REACH_ID, make_batched_env
-from torchrl_deltairis.factory import make_collector
+from torchrl_deltairis.build.data import make_collector
 from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn, burn_in
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 

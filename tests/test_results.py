@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from torchrl_deltairis.envs import CRAFTER_ACHIEVEMENTS
 from torchrl_deltairis.results import crafter_summary, run_results, write_results
-from torchrl_deltairis.run import should_resume
+from torchrl_deltairis.build.lifecycle import should_resume
 
 CRAFTER = {"id": "crafter", "family": "crafter", "size": 64, "max_episode_steps": 10000, "reward": True}
 

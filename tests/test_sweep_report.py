@@ -92,7 +92,7 @@ def test_atari100k_params_choose_the_preset_and_folder(tmp_path, capsys):
 def test_the_laptop_preset_and_its_env_agree_and_a_mismatch_is_refused():
     from hydra import compose, initialize_config_dir
 
-    from torchrl_deltairis.factory import validate_config, validate_env_configs
+    from torchrl_deltairis.build.checks import validate_config, validate_env_configs
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=["env=atari_cpu", "params=atari_cpu", "env.train.id=Boxing"])

@@ -7,7 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from torchrl_deltairis.factory import initialize_models, make_models, validate_config
+from torchrl_deltairis.build.checks import validate_config
+from torchrl_deltairis.build.models import initialize_models, make_models
 from torchrl_deltairis.reference import to_reference_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_initialization_loads_the_chosen_parts(tmp_path):
 
 
 def test_a_component_may_have_its_own_learning_rate():
-    from torchrl_deltairis.factory import learning_rate
+    from torchrl_deltairis.build.components import learning_rate
 
     cfg = _cfg("+params.training.world_model.learning_rate=0.0003")
     assert learning_rate(cfg, "world_model") == 0.0003

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from torchrl_deltairis.checkpoint import STATE_FILE, CheckpointError
-from torchrl_deltairis.run import build_trainer
+from torchrl_deltairis.build.lifecycle import build_trainer
 from torchrl_deltairis.runlock import RunInUseError
 
 __all__ = ["Interrupted", "USER_ERRORS", "disk_full_message", "interrupted_message", "train"]

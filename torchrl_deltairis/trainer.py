@@ -1,6 +1,6 @@
 """The Δ-IRIS epoch loop: collect → train each component in turn → checkpoint → log (as the reference's ``src/trainer.py``).
 
-Everything is built elsewhere (``factory.py``) and handed in; this file only loops. A ``Component``
+Everything is built elsewhere (``build/``) and handed in; this file only loops. A ``Component``
 is one trained network with its loss (a TorchRL ``LossModule`` taking a segment batch), optimizer,
 segment buffer and schedule; the tokenizer, the world model and the actor-critic are three of them.
 """
