@@ -40,7 +40,8 @@ from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.envs.imagination import ImaginationCore, ImaginationEnv, imagine, to_uint8_frames
 from torchrl_deltairis.modules.convnet import _ImageNet
 from torchrl_deltairis.modules.models import configure_execution, resolve_execution
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.actor_critic_loss import ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import configs_from_reference, load_reference_checkpoint
 

@@ -27,11 +27,8 @@ from benchmarks.timing import stopwatch
 from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.modules.models import Execution, compile_models, configure_execution
-from torchrl_deltairis.objectives.actor_critic_loss import (
-    ActorCriticLossConfig,
-    build_actor_critic_loss,
-    make_target_updater,
-)
+from torchrl_deltairis.objectives.loss_assembly import build_actor_critic_loss, make_target_updater
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.optim import apply_gradients
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels

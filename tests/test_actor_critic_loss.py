@@ -8,13 +8,13 @@ from torchrl.objectives.value import TDLambdaEstimator
 
 from torchrl_deltairis import functional, keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
-from torchrl_deltairis.objectives.actor_critic_loss import (
-    ActorCriticLossConfig,
-    ImaginationActorCriticLoss,
+from torchrl_deltairis.objectives.actor_critic_loss import ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.loss_assembly import (
     MaskedLoss,
     build_actor_critic_loss,
     make_target_updater,
 )
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 
 B, L, H = 4, 2, 3

@@ -23,7 +23,8 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine
 from torchrl_deltairis.modules.models import COMPILED_PARTS, compile_models
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, build_actor_critic_loss
+from torchrl_deltairis.objectives.loss_assembly import build_actor_critic_loss
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
 

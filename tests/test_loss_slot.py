@@ -14,7 +14,8 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeCounts, EpisodeStore
 from torchrl_deltairis.build.components import make_actor_critic_component
 from torchrl_deltairis.build.models import make_models
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.actor_critic_loss import ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_ACTIONS = 2

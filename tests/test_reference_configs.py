@@ -58,7 +58,7 @@ _COMMON = {
     "params.actor_critic.loss": ((ABSENT, "reinforce"), "ours only: the loss slot (reinforce is the "
                                  "reference's objective)"),
     **{f"params.actor_critic.{leaf}": ((ABSENT, value), "ours only: the loss slot's update scheme and knobs "
-                                       "(objectives/actor_critic_loss.py)")
+                                       "(objectives/loss_slot.py)")
        for leaf, value in (("updates.mode", None), ("updates.epochs", None), ("updates.num_minibatches", None),
                            ("updates.value_estimator", None), ("updates.replay_capacity", 100000),
                            ("updates.replay_batch_size", 256), ("ppo_clip_epsilon", 0.2),

@@ -147,3 +147,9 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
     if not pixels.is_floating_point():
         raise TypeError(f"pixels must be uint8 or floating point in [0, 1], got {pixels.dtype}")
     return pixels
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over the steps where ``mask`` is True (0 where there is none)."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1)

@@ -51,7 +51,8 @@ from torchrl_deltairis import functional, keys
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.envs.imagination import ImaginationEnv, imagine, to_uint8_frames
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
-from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig, ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.actor_critic_loss import ImaginationActorCriticLoss
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.policy import ActorCriticTrunk, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference, load_reference_checkpoint
 

@@ -125,7 +125,7 @@ def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None
     An unknown key, or a value of the wrong type, is a one-line ``ValueError`` naming it (under
     ``prefix``). ``num_actions`` overrides (or supplies) the action count of all three models.
     """
-    from torchrl_deltairis.objectives.actor_critic_loss import ActorCriticLossConfig
+    from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 
     try:
         tok, wm, ac = config["tokenizer"], config["world_model"], config["actor_critic"]
