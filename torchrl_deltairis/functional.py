@@ -150,6 +150,14 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The mean of ``x`` over the steps where ``mask`` is True (0 where there is none)."""
+    """Mean of ``x`` where ``mask`` (broadcast from the left) is True, without a host sync (the tokenizer's
+    and the world model's losses over real steps)."""
+    m = mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).to(x.dtype)
+    return (x * m).sum() / (m.sum() * (x.numel() // mask.numel()))
+
+
+def masked_step_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the steps where ``mask`` (of ``x``'s shape) is True, 0 where there is none (the
+    actor-critic's terms over the imagined steps up to the first predicted end)."""
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp_min(1)

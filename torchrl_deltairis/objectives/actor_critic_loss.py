@@ -79,13 +79,13 @@ class ImaginationActorCriticLoss(LossModule):
         mask = td.get(k.mask)
         dist = torch.distributions.Categorical(logits=td.get(self.trunk.logits_key))
         advantage, returns = td.get(k.advantage)[..., 0], td.get(k.value_target)[..., 0]
-        loss_actions = functional.masked_mean(-dist.log_prob(td.get(k.action)) * advantage, mask)
+        loss_actions = functional.masked_step_mean(-dist.log_prob(td.get(k.action)) * advantage, mask)
         value_logits = td.get(self.trunk.value_logits_key)
         if self.trunk.net.config.value_head == "two_hot":
             target = functional.two_hot(functional.symlog(returns))
             per_step = -(target * value_logits.log_softmax(-1)).sum(-1)
         else:
             per_step = (value_logits[..., 0] - returns).pow(2)
-        entropy = functional.masked_mean(dist.entropy(), mask)
-        return TensorDict(loss_actions=loss_actions, loss_values=functional.masked_mean(per_step, mask),
+        entropy = functional.masked_step_mean(dist.entropy(), mask)
+        return TensorDict(loss_actions=loss_actions, loss_values=functional.masked_step_mean(per_step, mask),
                           loss_entropy=-self.config.entropy_weight * entropy, policy_entropy=entropy.detach())

@@ -77,7 +77,7 @@ class MaskedLoss(torch.nn.Module):
             if (mask is not None and value.ndim >= mask.ndim and value.shape[:mask.ndim] == mask.shape
                     and value.ndim > 0):
                 value = value.reshape(*mask.shape, -1).mean(-1)
-                reduced[key] = functional.masked_mean(value, mask)
+                reduced[key] = functional.masked_step_mean(value, mask)
             else:
                 reduced[key] = value.float().mean()
         return TensorDict(reduced)

@@ -10,22 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import einops
-import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_deltairis import keys
-from torchrl_deltairis.functional import pixels_to_float
+from torchrl_deltairis.functional import masked_mean, pixels_to_float
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 
-__all__ = ["TokenizerLossConfig", "TokenizerLoss", "pixels_to_float", "masked_mean"]
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` where ``mask`` (broadcast from the left) is True, without a host sync."""
-    m = mask.reshape(*mask.shape, *([1] * (x.ndim - mask.ndim))).to(x.dtype)
-    return (x * m).sum() / (m.sum() * (x.numel() // mask.numel()))
+__all__ = ["TokenizerLossConfig", "TokenizerLoss"]
 
 
 @dataclass

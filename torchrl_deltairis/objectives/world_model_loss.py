@@ -16,9 +16,9 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_deltairis import functional, keys
+from torchrl_deltairis.functional import masked_mean, pixels_to_float
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 from torchrl_deltairis.modules.world_model import WorldModel
-from torchrl_deltairis.objectives.tokenizer_loss import masked_mean, pixels_to_float
 
 __all__ = ["WorldModelLossConfig", "WorldModelLoss"]
 
