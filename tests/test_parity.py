@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchrl_deltairis import parity
+from torchrl_deltairis import parity, parity_replay
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = ["crafter_small", "atari_small", "xeon/crafter_small", "xeon/atari_small"]
@@ -88,7 +88,7 @@ def test_a_near_tie_takes_the_traces_choice_and_a_larger_gap_fails():
     ours = torch.tensor([[-1.6e-4, -1.4e-4, -5.0]])  # another CPU, each within tolerance: index 1 wins
     replay, taken = _replayed(trace, "latent", ours)
     assert taken.tolist() == [0] and not replay.errors and len(replay.adopted) == 1
-    assert len(parity.trace_near_ties(trace)) == 1
+    assert len(parity_replay.trace_near_ties(trace)) == 1
     far = {**trace, "logits": [torch.tensor([[0.0, -5e-3, -5.0]]).log_softmax(-1).unsqueeze(1)]}
     replay, _ = _replayed(far, "latent", torch.tensor([[0.0, 1e-3, -5.0]]))
     assert replay.errors  # log-probabilities off, and a gap of 5e-3 is no near-tie
@@ -98,7 +98,7 @@ def test_a_near_tie_takes_the_traces_choice_and_a_larger_gap_fails():
 
 def test_rounding_ties_count_pixels_within_the_tolerance_of_a_level_boundary():
     frame = torch.tensor([[10.5, 10.5 + 0.02, 10.2, 10.49]]) / 255  # at, 8e-5 from, far from, 4e-5 from
-    assert parity.rounding_ties(frame.reshape(1, 1, 2, 2)).tolist() == [3]
+    assert parity_replay.rounding_ties(frame.reshape(1, 1, 2, 2)).tolist() == [3]
 
 
 def test_without_fixture_frames_a_row_is_compared_up_to_its_first_rounding_tie():
@@ -110,11 +110,11 @@ def test_without_fixture_frames_a_row_is_compared_up_to_its_first_rounding_tie()
     assert replay.first_uncomparable.tolist() == [1 << 30, 1]
     expected = {"a": torch.zeros(2, 3), "loss": torch.tensor(0.5)}
     out = {"a": torch.tensor([[0.0, 0.0, 0.0], [0.0, 7.0, 7.0]]), "loss": torch.tensor(0.7)}
-    rows = {r.key: r for r in parity._compare_comparable(expected, out, replay.first_uncomparable, horizon=3)}
+    rows = {r.key: r for r in parity_replay._compare_comparable(expected, out, replay.first_uncomparable, horizon=3)}
     assert rows["a"].status == "PASS" and "4/6" in rows["a"].note
     assert rows["loss"].status == parity.PARTED
     out["a"][0, 2] = 1.0  # row 0 never parted: a difference there fails
-    assert parity._compare_comparable(expected, out, replay.first_uncomparable, horizon=3)[0].status == "FAIL"
+    assert parity_replay._compare_comparable(expected, out, replay.first_uncomparable, horizon=3)[0].status == "FAIL"
 
 
 def test_the_tracefree_search_finds_the_other_side_of_a_near_tie():
