@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from collections import namedtuple
 from pathlib import Path
 
@@ -181,9 +182,11 @@ def test_build_trainer_refuses_before_anything_is_written_and_prints_the_warning
         run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False)
     assert not (run_dir / "dataset").exists() and not (run_dir / "config").exists()  # no run file written
     RunLock(run_dir).release()  # the refusal released the folder
-    monkeypatch.setattr(run, "_open_run", lambda *args: "built")  # the rest of the build (env workers, models)
+    built = types.SimpleNamespace()
+    monkeypatch.setattr(run, "_open_run", lambda *args: built)  # the rest of the build (env workers, models)
     fake_free(monkeypatch, 1.05 * disk_need(cfg, run_dir).needed_bytes)
-    assert run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False) == "built"
+    assert run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False) is built
+    built.on_close[0]()  # the folder's lock, released by the trainer's close
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: the episode stores need "), lines
 

@@ -116,7 +116,8 @@ class RunClock:
         if self.announced == "complete" or (missing and (self.announced or epoch < 2)):
             return None
         self.announced = "partial" if missing else "complete"
-        line = f"projected on this machine: the whole run ~{duration(self.total())}, ~{duration(self.left(epoch))} left"
+        line = (f"projected on this machine: the whole run ~{duration(self.total())}, "
+                f"~{duration(self.left(epoch))} left")
         return line + (f" (not counting the {', '.join(missing)}: not measured yet)" if missing else "")
 
     def total(self) -> float:
