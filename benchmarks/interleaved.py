@@ -179,7 +179,7 @@ class Ours:
 def interleave(ref_timed, our_timed, bf16: bool, warmup: int, repeats: int) -> dict:
     """Both in turns: the median of each, and of the per-repetition ratios with their range. Where the
     reference fails in bf16 (Crafter's actor-critic and imagination), its fp32 takes its turns instead
-    (the issue's "ours bf16 against its fp32"), and the row says why."""
+    (ours in bf16 against its fp32), and the row says why."""
     failure = None
     if bf16:  # a first turn of the reference alone, as a check (and one more warm-up when it runs)
         try:
