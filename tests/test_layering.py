@@ -4,7 +4,7 @@
 
 A module imports only from its own layer or the layers before it; the three packages of the middle layer
 do not import each other; nothing in the package imports ``benchmarks``, ``tests`` or ``train``. The run's
-layer (factory, run, cli, trainer, evaluation, reference, play, ...) is everything not named here.
+layer (build, cli, trainer, evaluation, reference, play, ...) is everything not named here.
 In words: the networks do not know their losses, the losses and envs do not know how data is stored or
 collected, and only the run puts them together.
 """

@@ -119,7 +119,7 @@ def read_params(path: Path, env: AtariConfig | CrafterConfig | GymConfig) -> dic
         raise PlayError(f"cannot read the params YAML {path}: {err}") from err
 
 
-def _build(state_dict: Mapping[str, torch.Tensor], params: Mapping, where: str,
+def _models_from(state_dict: Mapping[str, torch.Tensor], params: Mapping, where: str,
            device: torch.device) -> DeltaIrisModels:
     try:
         configs = configs_from_reference(params, num_actions=_num_actions(state_dict, where))
@@ -142,7 +142,7 @@ def load_run(run_dir: Path, device: torch.device) -> Loaded:
     cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
     state_dict, _ = _read_state_dict(weights)
     env = env_config(cfg["env"]["test"])
-    models = _build(state_dict, cfg["params"], str(weights), device)
+    models = _models_from(state_dict, cfg["params"], str(weights), device)
     return Loaded(models, env, str(cfg["env"].get("keymap") or _keymap_name(env)), run_dir, run_dir / "media", cfg)
 
 
@@ -159,7 +159,7 @@ def load_checkpoint_file(path: Path, params: Path | None, env_name: str | None,
     else:
         name = "crafter.yaml" if isinstance(env, CrafterConfig) else "atari.yaml"
         config = read_params(CONFIGS_DIR / "params" / name, env)
-    models = _build(state_dict, config, str(path), device)
+    models = _models_from(state_dict, config, str(path), device)
     return Loaded(models, env, _keymap_name(env), None, path.resolve().parent / "media")
 
 
