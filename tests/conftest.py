@@ -47,6 +47,19 @@ def tiny_models(request) -> DeltaIrisModels:
     return small_models(request.param)
 
 
+def add_random_episodes(store, lengths, size: int = 32) -> None:
+    """Whole episodes of random ``size``x``size`` frames and 2 actions, one per length, into ``store``."""
+    from tensordict import TensorDict
+
+    for length in lengths:
+        ends = torch.zeros(length, 1, dtype=torch.bool)
+        ends[-1] = True
+        store.add_batch(TensorDict({"pixels": torch.randint(0, 256, (length, 3, size, size), dtype=torch.uint8),
+                                    "action": torch.arange(length) % 2, ("next", "reward"): torch.zeros(length, 1),
+                                    ("next", "terminated"): ends, ("next", "truncated"): torch.zeros_like(ends)},
+                                   [length]))
+
+
 def metrics_without_timings(run_dir: Path) -> list[dict[str, str]]:
     """A run folder's metrics.csv rows without the timings (seconds, steps per second)."""
     with open(run_dir / "metrics.csv", newline="") as file:

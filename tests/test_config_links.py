@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import add_random_episodes
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from tensordict import TensorDict
 
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.data.counts import EpisodeCounts
@@ -85,13 +85,7 @@ def test_a_run_builds_what_the_links_say(tmp_path):
     """Past the YAML: the models and the actor-critic's segment source of a run built with a changed
     burn-in and world-model sequence use the new values."""
     store = EpisodeStore(tmp_path / "store", capacity=200)
-    for length in (40, 30):
-        ends = torch.zeros(length, 1, dtype=torch.bool)
-        ends[-1] = True
-        store.add_batch(TensorDict({"pixels": torch.randint(0, 256, (length, 3, 32, 32), dtype=torch.uint8),
-                                    "action": torch.arange(length) % 2, ("next", "reward"): torch.zeros(length, 1),
-                                    ("next", "terminated"): ends, ("next", "truncated"): torch.zeros_like(ends)},
-                                   [length]))
+    add_random_episodes(store, (40, 30))
     cfg = _compose("recall", "recall", "params.common.device=cpu", "params.actor_critic.burn_in_length=6",
                    "params.training.world_model.sequence_length=13")
     models = make_models(cfg, 2, torch.device("cpu"))

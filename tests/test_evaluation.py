@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import add_random_episodes
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from tensordict import TensorDict
@@ -73,14 +74,7 @@ def test_a_run_evaluates_with_the_evaluation_sections_batch_size_and_start(tmp_p
     ``start_after_epochs`` (by default those of training, by interpolation) decide the evaluation,
     the training section only its sequence length."""
     for split in ("train", "test"):
-        store = EpisodeStore(tmp_path / "dataset" / split, capacity=100)
-        for length in (7, 5):
-            ends = torch.zeros(length, 1, dtype=torch.bool)
-            ends[-1] = True
-            store.add_batch(TensorDict({"pixels": torch.randint(0, 256, (length, 3, 32, 32), dtype=torch.uint8),
-                                        "action": torch.arange(length) % 2, ("next", "reward"): torch.zeros(length, 1),
-                                        ("next", "terminated"): ends, ("next", "truncated"): torch.zeros_like(ends)},
-                                       [length]))
+        add_random_episodes(EpisodeStore(tmp_path / "dataset" / split, capacity=100), (7, 5))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[
             "env=recall", "params=recall", "params.common.device=cpu",
