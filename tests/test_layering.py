@@ -1,6 +1,6 @@
 """The package's layering, in one line, enforced on every import statement (top-level or inside a function):
 
-    keys, functional, compat, config_resolvers → modules → policy → objectives | envs | data → collectors → the run
+    keys, functional, compat, config_resolvers, checked → modules → policy → objectives | envs | data → collectors → the run
 
 A module imports only from its own layer or the layers before it; the three packages of the middle layer
 do not import each other; nothing in the package imports ``benchmarks``, ``tests`` or ``train``. The run's
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "torchrl_deltairis"
-LAYERS = [("keys", "functional", "compat", "config_resolvers"), ("modules",), ("policy",),
+LAYERS = [("keys", "functional", "compat", "config_resolvers", "checked"), ("modules",), ("policy",),
           ("objectives", "envs", "data"), ("collectors",)]
 RUN = len(LAYERS)  # every other module of the package
 SIDE_BY_SIDE = {"objectives", "envs", "data"}  # one layer, independent of each other

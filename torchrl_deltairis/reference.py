@@ -18,13 +18,15 @@ checks them (every key, shape and dtype kind) and is the one place to map them i
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from torchrl_deltairis.checked import convert
 from torchrl_deltairis.modules.actor_critic import ActorCriticConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
 from torchrl_deltairis.modules.models import DeltaIrisModels
@@ -47,9 +49,6 @@ class ReferenceCheckpointError(ValueError):
 _META = frozenset({"_target_", "num_actions"})  # class paths (ignored) and the env-given action count
 
 
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
-
-
 @dataclass
 class ModelConfigs:
     """Our configs for the three models and the two model losses, plus the actor-critic's training
@@ -63,34 +62,25 @@ class ModelConfigs:
     actor_critic_training: dict[str, Any] = field(default_factory=dict)
     """burn_in_length, imagination_horizon, gamma, lambda_, entropy_weight"""
 
+    def with_actions(self, num_actions: int) -> ModelConfigs:
+        """The same configs for an env of ``num_actions`` actions (the three models' action count)."""
+        return replace(self, tokenizer=replace(self.tokenizer, num_actions=num_actions),
+                       world_model=replace(self.world_model, num_actions=num_actions),
+                       actor_critic=replace(self.actor_critic, num_actions=num_actions))
 
-def _coerce(where: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of the field's ``default`` (bool, int, float, str or list), else a
-    one-line error naming the key, the value and the type expected."""
-    kind = type(default)
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str), list: isinstance(value, (list, tuple))}.get(kind, True)
-    if default is None:
-        ok = True
-    if not ok:
-        raise ValueError(f"{where}={value!r}; expected {_KIND_NAMES[kind]}")
-    if kind is float:
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{where}={value!r}; expected a finite number")
-    return list(value) if kind is list else value
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}={value!r}; expected true or false")
+    return value
 
 
 def _fields_from(cls, node: Mapping[str, Any], where: str, *, skip: Iterable[str] = ()) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` that ``node`` sets (typed), nested configs excepted (``skip``)."""
-    out = {}
-    for f in fields(cls):
-        if f.name in node and f.name not in skip:
-            default = f.default if f.default is not MISSING else f.default_factory()
-            out[f.name] = _coerce(f"{where}.{f.name}", node[f.name], default)
-    return out
+    """The fields of dataclass ``cls`` that ``node`` sets, typed and checked against the ranges their
+    declarations state (``checked.setting``), nested configs excepted (``skip``)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: convert(f, hints[f.name], node[f.name], f"{where}.{f.name}")
+            for f in fields(cls) if f.name in node and f.name not in skip}
 
 
 def _check_keys(node: Mapping[str, Any], where: str, allowed: Iterable[str]) -> None:
@@ -162,7 +152,7 @@ def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None
                 raise KeyError(key)
         world_model = WorldModelConfig(
             num_actions=actions["world_model"],
-            reward_head="two_hot" if _coerce(f"{w_wm}.two_hot_rews", wm["two_hot_rews"], True) else "sign",
+            reward_head="two_hot" if _flag(f"{w_wm}.two_hot_rews", wm["two_hot_rews"]) else "sign",
             transformer_config=transformer, frame_cnn_config=_cnn(wm["frame_cnn_config"], f"{w_wm}.frame_cnn_config"),
             **_fields_from(WorldModelConfig, wm, w_wm, skip=("num_actions", "reward_head", "transformer_config",
                                                               "frame_cnn_config")))
@@ -179,7 +169,7 @@ def configs_from_reference(config: Mapping[str, Any], *, num_actions: int | None
         actor_critic = ActorCriticConfig(
             num_actions=actions["actor_critic"], frame_encoder_config=frame_encoder,
             image_size=tokenizer.image_size, lstm_input_dim=res * res * frame_encoder.latent_dim,
-            value_head="two_hot" if _coerce(f"{w_model}.two_hot_rets", two_hot_rets, True) else "scalar",
+            value_head="two_hot" if _flag(f"{w_model}.two_hot_rets", two_hot_rets) else "scalar",
             **{"lstm_dim": 512, **_fields_from(ActorCriticConfig, model_node, w_model,
                                                skip=("num_actions", "frame_encoder_config", "image_size",
                                                      "lstm_input_dim", "value_head"))})

@@ -31,6 +31,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
+from torchrl_deltairis.checked import parse
 from torchrl_deltairis.envs.atari import ATARI_100K_GAMES, AtariConfig, make_atari_env, resolve_atari_id
 from torchrl_deltairis.envs.crafter import (
     CRAFTER_ACHIEVEMENTS,
@@ -58,10 +59,11 @@ EnvConfig = AtariConfig | CrafterConfig | GymConfig
 FAMILIES = {"atari": AtariConfig, "crafter": CrafterConfig, "gym": GymConfig}
 
 
-def env_config(cfg: Mapping | EnvConfig) -> EnvConfig:
-    """Turns a config mapping (a Hydra ``env.train`` / ``env.test`` node) into the typed config of
-    its env ``family`` (``atari``, ``crafter`` or ``gym``; without it, ``id`` decides between Crafter
-    and Atari). Unknown families, keys and ids fail with the valid choices."""
+def env_config(cfg: Mapping | EnvConfig, where: str = "env") -> EnvConfig:
+    """Turns a config mapping (a Hydra ``env.train`` / ``env.test`` node, named ``where`` in errors) into
+    the typed config of its env ``family`` (``atari``, ``crafter`` or ``gym``; without it, ``id`` decides
+    between Crafter and Atari). Unknown families, keys and ids fail with the valid choices; a value of the
+    wrong type or out of its field's range names its key."""
     if isinstance(cfg, (AtariConfig, CrafterConfig, GymConfig)):
         return cfg
     cfg = dict(cfg)
@@ -74,7 +76,7 @@ def env_config(cfg: Mapping | EnvConfig) -> EnvConfig:
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"Unknown key(s) {unknown} for a {kind.__name__}; allowed keys: {sorted(allowed)}")
-    typed = kind(**cfg)
+    typed = parse(kind, cfg, where)
     if family == "atari":
         try:
             resolve_atari_id(env_id)

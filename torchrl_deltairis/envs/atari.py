@@ -10,6 +10,7 @@ from torchrl.data import Unbounded
 from torchrl.envs import EnvBase, GymWrapper, default_info_dict_reader
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.checked import setting
 from torchrl_deltairis.envs.atari_wrappers import EpisodicLife, MaxAndSkip, NoopReset, PixelsDict, ResizeFrames
 
 ATARI_100K_GAMES = (
@@ -70,7 +71,8 @@ class AtariConfig:
     frame_skip: int = 4  # action repeat, max-pool over the last two frames
     done_on_life_loss: bool = True  # single-life training episodes (test: False)
     clip_reward: bool = False  # the reference never clips: rewards stay raw
-    repeat_action_probability: float = 0.0  # sticky actions: 0 as the reference, 0.25 for the v5 protocol
+    repeat_action_probability: float = setting(0.0, doc="sticky actions: 0 as the reference, 0.25 for the v5 "
+                                                        "protocol", low=0, high=1)
 
 
 def make_atari_gymnasium(cfg: AtariConfig, render_mode: str | None = None) -> gym.Env:

@@ -21,6 +21,7 @@ import torch.nn as nn
 from torchrl_deltairis.modules.convnet import FrameCnnConfig, FrameDecoder, FrameEncoder
 from torchrl_deltairis.modules.quantizer import Quantizer, QuantizerConfig, QuantizerOutput
 from torchrl_deltairis.modules.transformer import init_weights_
+from torchrl_deltairis.checked import setting
 
 __all__ = ["TokenizerConfig", "Tokenizer"]
 
@@ -47,8 +48,10 @@ class TokenizerConfig:
     """decoder; latent_dim = frame_cnn latent + decoder_act_channels + encoder latent"""
     frame_cnn_config: FrameCnnConfig = field(default_factory=lambda: FrameCnnConfig(3, 8, 64))
     """the decoder's own encoder of o_t"""
-    codebook_ema_decay: float = 0.99
-    freqs_ema_decay: float = 0.98
+    codebook_ema_decay: float = setting(0.99, doc="the quantizer's EMA rate of the codebook", low=0, high=1,
+                                        high_open=True)
+    freqs_ema_decay: float = setting(0.98, doc="the quantizer's EMA rate of the code frequencies", low=0, high=1,
+                                     high_open=True)
     revival_entropy_margin_bits: float = 2.0
     always_revive_below_bits: float = 1.0
     expired_freq_factor: float = 10.0

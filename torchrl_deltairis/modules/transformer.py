@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torchrl_deltairis.modules.kv_cache import KVCache
+from torchrl_deltairis.checked import setting
 
 __all__ = ["TransformerConfig", "Transformer", "init_weights_"]
 
@@ -51,9 +52,9 @@ class TransformerConfig:
     embed_dim: int = 512
     attention: Literal["causal", "block_causal"] = "causal"
     """token-causal, or causal across blocks with full attention inside a block"""
-    embed_pdrop: float = 0.0
-    resid_pdrop: float = 0.0
-    attn_pdrop: float = 0.0
+    embed_pdrop: float = setting(0.0, doc="dropout of the embeddings", low=0, high=1, high_open=True)
+    resid_pdrop: float = setting(0.0, doc="dropout of the residual branches", low=0, high=1, high_open=True)
+    attn_pdrop: float = setting(0.0, doc="dropout of the attention weights", low=0, high=1, high_open=True)
     mlp_ratio: int = 4
     """hidden width of the MLP, in units of embed_dim"""
 

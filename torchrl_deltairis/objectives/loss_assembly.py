@@ -15,7 +15,7 @@ from torchrl.objectives import LossModule, SoftUpdate, ValueEstimators
 
 from torchrl_deltairis import functional, keys
 from torchrl_deltairis.modules.actor_critic import ActorCriticWithTarget, CnnLstmActorCritic
-from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig, ResolvedLoss, resolve_loss
+from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig, ResolvedLoss
 from torchrl_deltairis.policy import make_actor, make_value_operator
 
 
@@ -92,7 +92,7 @@ def uses_value_estimator(loss: LossModule, resolved: ResolvedLoss) -> bool:
 
 def build_actor_critic_loss(actor_critic: ActorCriticWithTarget, config: ActorCriticLossConfig) -> LossModule:
     """The loss ``config.loss`` names, built by the contract of the module docstring."""
-    resolved = resolve_loss(config)
+    resolved = config.resolved
     net = actor_critic.model
     critic = make_value_operator(net)
     offers = {"actor_network": lambda: make_actor(net),

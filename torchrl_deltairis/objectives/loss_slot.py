@@ -57,6 +57,8 @@ from typing import Any
 
 from torchrl.objectives import LossModule
 
+from torchrl_deltairis.checked import parse, setting
+
 
 NAMED_LOSSES: dict[str, dict[str, Any]] = {
     "reinforce": {"_target_": "torchrl_deltairis.objectives.actor_critic_loss.ImaginationActorCriticLoss"},
@@ -82,52 +84,48 @@ VALUE_ESTIMATORS = ("td_lambda", "td0", "none")
 class LossUpdates:
     """How imagined data feeds the loss (``params.actor_critic.updates``; None: the loss's default)."""
 
-    mode: str | None = None
-    """on_policy (each imagined batch, then discarded) | off_policy (a replay buffer of imagined steps)"""
-    epochs: int | None = None
-    """on-policy: passes over each imagined batch"""
-    num_minibatches: int | None = None
-    """on-policy: row minibatches per pass; off-policy: replay samples per imagined batch"""
-    value_estimator: str | None = None
-    """td_lambda | td0 | none (the loss's own); default: td_lambda on-policy, td0 off-policy"""
-    replay_capacity: int = 100_000
-    replay_batch_size: int = 256
+    mode: str | None = setting(None, doc="on_policy (each imagined batch, then discarded) | off_policy (a replay "
+                                         "buffer of imagined steps); null: the loss's default")
+    epochs: int | None = setting(None, doc="on-policy: passes over each imagined batch; null: the loss's default")
+    num_minibatches: int | None = setting(None, doc="on-policy: row minibatches per pass; off-policy: replay samples "
+                                                    "per imagined batch; null: the loss's default")
+    value_estimator: str | None = setting(None, doc="td_lambda | td0 | none (the loss's own); null: td_lambda "
+                                                    "on-policy, td0 off-policy")
+    replay_capacity: int = setting(100_000, doc="off-policy: imagined steps the replay buffer holds")
+    replay_batch_size: int = setting(256, doc="off-policy: imagined steps per update")
 
 
 @dataclass
 class ActorCriticLossConfig:
-    """Actor-critic objective; defaults are the shipped Crafter values (Atari: γ 0.995, η 0.002)."""
+    """Actor-critic objective (``params.actor_critic``'s loss fields); defaults are the shipped Crafter
+    values (Atari: γ 0.995, η 0.002). Built, it is resolved once (:attr:`resolved`: the class, its kwargs
+    and the update scheme), which checks every value."""
 
-    loss: Any = "reinforce"
-    """a name of NAMED_LOSSES, or a mapping with ``_target_`` (a LossModule class) and its kwargs"""
-    gamma: float = 0.997
-    lambda_: float = 0.95
-    entropy_weight: float = 0.001
-    ppo_clip_epsilon: float = 0.2
-    """passed as clip_epsilon to a loss that takes it (ClipPPOLoss)"""
-    target_ema_decay: float = 0.995
-    """SoftUpdate eps: target ← eps·target + (1 - eps)·model"""
-    updates: LossUpdates = field(default_factory=LossUpdates)
+    loss: Any = setting("reinforce", doc="a name of NAMED_LOSSES, or a mapping with _target_ (a LossModule "
+                                         "class) and its kwargs")
+    gamma: float = setting(0.997, doc="discount factor", low=0, high=1)
+    lambda_: float = setting(0.95, doc="λ of the λ-returns", low=0, high=1)
+    entropy_weight: float = setting(0.001, doc="weight of the policy's entropy bonus", low=0)
+    ppo_clip_epsilon: float = setting(0.2, doc="passed as clip_epsilon to a loss that takes it (ClipPPOLoss)",
+                                      low=0, low_open=True)
+    target_ema_decay: float = setting(0.995, doc="SoftUpdate eps: target ← eps·target + (1 - eps)·model",
+                                      low=0, high=1, high_open=True)
+    updates: LossUpdates = setting(doc="how imagined data feeds the loss", factory=LossUpdates)
+    resolved: ResolvedLoss | None = field(default=None, init=False, repr=False, compare=False)
+    """what :func:`resolve_loss` made of this config"""
 
     def __post_init__(self) -> None:
         if isinstance(self.updates, Mapping):
-            self.updates = LossUpdates(**_known(self.updates, LossUpdates, "params.actor_critic.updates"))
-        resolve_loss(self)  # fails on a bad name, target, kwarg or update value
+            self.updates = parse(LossUpdates, self.updates, "params.actor_critic.updates")
+        self.resolved = resolve_loss(self)  # fails on a bad name, target, kwarg or update value
 
     @classmethod
     def from_config(cls, node: Mapping) -> ActorCriticLossConfig:
-        """From ``params.actor_critic`` (a plain mapping; keys that are not fields are ignored there,
-        as that node also holds the model and the schedule)."""
-        kwargs = {f.name: node[f.name] for f in fields(cls) if f.name in node and node[f.name] is not None}
-        return cls(**kwargs)
-
-
-def _known(node: Mapping, cls, where: str) -> dict:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(node) - names)
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not a key; expected one of {sorted(names)}")
-    return dict(node)
+        """From ``params.actor_critic`` (a plain mapping; its other keys, the network's and the
+        imagination's, are checked by their own parsers), every value typed and in range; a null
+        leaves the default."""
+        names = [f.name for f in fields(cls) if f.init]
+        return parse(cls, {k: node[k] for k in names if k in node and node[k] is not None}, "params.actor_critic")
 
 
 def _import(path: str, where: str):

@@ -15,6 +15,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_deltairis import keys
+from torchrl_deltairis.checked import setting
 from torchrl_deltairis.functional import masked_mean, pixels_to_float
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 
@@ -25,11 +26,11 @@ __all__ = ["TokenizerLossConfig", "TokenizerLoss"]
 class TokenizerLossConfig:
     """Weights of the tokenizer loss terms (hard-coded in the reference)."""
 
-    commitment_weight: float = 0.02
-    l1_weight: float = 0.1
-    l2_weight: float = 1.0
-    worst_pixel_weight: float = 0.01
-    """weight of the per-frame maximum of the squared pixel error, averaged over frames"""
+    commitment_weight: float = setting(0.02, doc="weight of the VQ commitment term", low=0)
+    l1_weight: float = setting(0.1, doc="weight of the mean absolute pixel error", low=0)
+    l2_weight: float = setting(1.0, doc="weight of the mean squared pixel error", low=0)
+    worst_pixel_weight: float = setting(0.01, doc="weight of the per-frame maximum of the squared pixel error, "
+                                                  "averaged over frames", low=0)
 
 
 class TokenizerLoss(LossModule):

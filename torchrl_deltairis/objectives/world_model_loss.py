@@ -16,6 +16,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_deltairis import functional, keys
+from torchrl_deltairis.checked import setting
 from torchrl_deltairis.functional import masked_mean, pixels_to_float
 from torchrl_deltairis.modules.tokenizer import Tokenizer
 from torchrl_deltairis.modules.world_model import WorldModel
@@ -27,9 +28,9 @@ __all__ = ["WorldModelLossConfig", "WorldModelLoss"]
 class WorldModelLossConfig:
     """Weights and options of the world-model loss (Crafter defaults; Atari uses 0.1 / 1.0 / 0.1)."""
 
-    latents_weight: float = 1.0
-    rewards_weight: float = 1.0
-    ends_weight: float = 1.0
+    latents_weight: float = setting(1.0, doc="weight of the next-token cross-entropy", low=0)
+    rewards_weight: float = setting(1.0, doc="weight of the reward cross-entropy", low=0)
+    ends_weight: float = setting(1.0, doc="weight of the end cross-entropy", low=0)
     two_hot_low: float = functional.TWO_HOT_LOW
     """lower end of the two-hot reward buckets (symlog space)"""
     two_hot_high: float = functional.TWO_HOT_HIGH
