@@ -299,9 +299,11 @@ def env_of(params: str) -> str:
 
 def write_report(sweep: Sweep) -> None:
     """Learning curves and the table against the random baseline (sweep_report.py), finished or not."""
+    from torchrl_deltairis.config import RunConfig
+
     cfg = compose_run_config(sweep)
-    env_cfg = dict(cfg["env"]["test"])
-    num_episodes = int(cfg["params"]["collection"]["test"]["config"]["num_episodes"])
+    env_cfg = dict(cfg["env"]["test"])  # as a mapping: each game's id goes in its place
+    num_episodes = RunConfig.from_hydra(cfg).collection.test.config.num_episodes
     seeds = sorted(set(sweep.seeds) | {0, 1, 2})  # a spread needs a few seeds, however few the sweep has
     baselines = {g: report_lib.random_baseline(sweep.sweep_dir, g, {**env_cfg, "id": g}, num_episodes, seeds)
                  for g in sweep.game_ids}

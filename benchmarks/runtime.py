@@ -39,11 +39,12 @@ if __package__ in (None, ""):  # run as a file: import the sibling scripts as th
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.timing import stopwatch
 from torchrl_deltairis import projection
-from torchrl_deltairis.build.checks import static_dataset
 from torchrl_deltairis.build.components import schedule_of
 from torchrl_deltairis.build.data import collection_schedule
 from torchrl_deltairis.projection import COMPONENTS, PARTS, RunSchedule, duration
 from torchrl_deltairis.build.lifecycle import build_trainer
+from torchrl_deltairis.config import RunConfig
+from torchrl_deltairis.envs import AtariConfig, CrafterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,26 +58,26 @@ class Costs:
     test_episode_steps: float
 
 
-def project(cfg: DictConfig, costs: Costs) -> list[dict[str, float]]:
-    """Seconds per part for every epoch of ``cfg``'s schedule (a list, epoch 1 first), by the trainer's
+def project(run: RunConfig, costs: Costs) -> list[dict[str, float]]:
+    """Seconds per part for every epoch of ``run``'s schedule (a list, epoch 1 first), by the trainer's
     own projection (torchrl_deltairis/projection.py), evaluation as its test episodes' env steps."""
-    p = cfg.params
-    test_steps = int(p.collection.test.config.num_episodes) * costs.test_episode_steps
-    parallel = max(int(p.collection.test.num_envs), 1) / max(int(p.collection.train.num_envs), 1)
-    grad_acc = {name: int(p.training[name].get("grad_acc_steps", 1)) for name in COMPONENTS}
-    schedule = RunSchedule(int(p.common.epochs), collection_schedule(cfg),
-                           {name: schedule_of(cfg, name) for name in COMPONENTS},
-                           int(p.evaluation.every) if p.evaluation.should and not static_dataset(cfg) else None)
+    col, training = run.collection, run.training
+    test_steps = col.test.config.num_episodes * costs.test_episode_steps
+    parallel = col.test.num_envs / col.train.num_envs
+    grad_acc = {name: training.component(name).grad_acc_steps for name in COMPONENTS}
+    schedule = RunSchedule(run.common.epochs, collection_schedule(run),
+                           {name: schedule_of(training.component(name)) for name in COMPONENTS},
+                           run.evaluation.every if run.evaluation.should and not run.static_dataset else None)
     return projection.project(schedule, projection.Costs(
         collection_step=costs.collection_step,
         updates={name: cost * grad_acc[name] for name, cost in costs.updates.items()},
         evaluation=test_steps * costs.collection_step / parallel))
 
 
-def steady_epoch(cfg: DictConfig) -> int:
+def steady_epoch(run: RunConfig) -> int:
     """The first epoch after epoch 1 in which every component trains (Atari: 76), within the run."""
-    start = max(int(cfg.params.training[name].start_after_epochs) for name in COMPONENTS)
-    return min(max(start + 1, 2), int(cfg.params.common.epochs))
+    start = max(run.training.component(name).start_after_epochs for name in COMPONENTS)
+    return min(max(start + 1, 2), run.common.epochs)
 
 
 def table(rows: list[dict[str, float]], steady_at: int = 2) -> str:
@@ -90,23 +91,24 @@ def table(rows: list[dict[str, float]], steady_at: int = 2) -> str:
     return "\n".join(lines)
 
 
-def run_name(cfg: DictConfig) -> str:
-    env = cfg.env.train
-    family = env.get("family", "crafter")
-    game = str(env.id).removesuffix("NoFrameskip-v4")
-    return "Crafter" if family == "crafter" else f"Atari 100k {game}" if family == "atari" else str(env.id)
+def run_name(run: RunConfig) -> str:
+    env = run.env_train
+    if isinstance(env, CrafterConfig):
+        return "Crafter"
+    return f"Atari 100k {env.id.removesuffix('NoFrameskip-v4')}" if isinstance(env, AtariConfig) else env.id
 
 
 def measure(cfg: DictConfig, warmup: int, repeats: int, progress: bool = True) -> Costs:
-    """Builds the run in a temporary folder and times its pieces (see the module docstring)."""
+    """Builds the run of the Hydra config ``cfg`` in a temporary folder and times its pieces (see the
+    module docstring)."""
+    col = RunConfig.from_hydra(cfg).collection.train
     folder = Path(tempfile.mkdtemp(prefix="deltairis-runtime-"))
     # a few batches are stored, not the schedule's stores: no disk check (a Crafter run needs ~131 GB)
     trainer = build_trainer(cfg, folder, train_script=ROOT / "train.py", progress=progress, check_disk=False)
     try:
         device = trainer.device
-        col = cfg.params.collection.train
-        batch = int(col.num_envs) * int(col.steps_per_batch)
-        trainer.policy.epsilon = float(col.config.epsilon)
+        batch = col.num_envs * col.steps_per_batch
+        trainer.policy.epsilon = col.config.epsilon
         trainer.collector.collect(batch * max(warmup, 1), desc="warm-up")  # data to sample from, too
         with stopwatch(device) as elapsed:
             stats = trainer.collector.collect(batch * repeats, desc="timed collection")
@@ -148,29 +150,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats < 1 or args.warmup < 0:
         parser.error(f"--repeats={args.repeats} --warmup={args.warmup}; expected repeats >= 1 and warmup >= 0")
     cfg = compose_config(args.overrides)
-    if cfg.params.collection.get("path_to_static_dataset") is not None:
+    run = RunConfig.from_hydra(cfg)
+    if run.static_dataset is not None:
         parser.error("params.collection.path_to_static_dataset is set; runtime.py measures a run that collects")
     costs = measure(cfg, args.warmup, args.repeats, progress=not args.quiet)
     if args.test_episode_steps is not None:
         costs.test_episode_steps = args.test_episode_steps
-    rows = project(cfg, costs)
+    rows = project(run, costs)
     total = sum(sum(r.values()) for r in rows)
-    device = build_device_name(cfg)
+    device = build_device_name(run)
     print(f"measured on {device}: {costs.collection_step * 1000:.2f} ms per env step; per update: "
           + ", ".join(f"{k} {v:.3f} s" for k, v in costs.updates.items())
           + f"; test episodes of {costs.test_episode_steps:.0f} steps")
-    print(table(rows, steady_epoch(cfg)))
-    print(f"{run_name(cfg)} on this machine: ~{duration(total)}")
+    print(table(rows, steady_epoch(run)))
+    print(f"{run_name(run)} on this machine: ~{duration(total)}")
     if args.json is not None:
         args.json.write_text(json.dumps(dict(overrides=args.overrides, device=device,
                                              costs=dataclasses.asdict(costs), epochs=rows, total_seconds=total),
                                         indent=2))
 
 
-def build_device_name(cfg: DictConfig) -> str:
-    from torchrl_deltairis.build.checks import resolve_device
-
-    device = resolve_device(cfg.params.common.device)
+def build_device_name(run: RunConfig) -> str:
+    device = run.device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({torch.get_num_threads()} threads)"

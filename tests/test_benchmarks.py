@@ -20,6 +20,7 @@ from benchmarks import atari100k, roofline, runtime, speed, speed_imagination
 from benchmarks import crafter_benchmark as crafter
 from benchmarks.timing import stopwatch
 from torchrl_deltairis.reference import DeltaIrisModels
+from torchrl_deltairis.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -287,7 +288,7 @@ def test_runtime_projects_the_schedule_of_a_preset():
     cfg = _preset(["env=atari", "params=atari"])
     costs = runtime.Costs(collection_step=0.01, updates={"tokenizer": 1.0, "world_model": 2.0, "actor_critic": 3.0},
                           test_episode_steps=500)
-    rows = runtime.project(cfg, costs)
+    rows = runtime.project(RunConfig.from_hydra(cfg), costs)
     p = cfg.params
     assert len(rows) == p.common.epochs == 600
     assert rows[0]["collection"] == pytest.approx(p.collection.train.config.num_steps_first_epoch * 0.01)
@@ -302,10 +303,10 @@ def test_runtime_projects_the_schedule_of_a_preset():
     test_steps = p.collection.test.config.num_episodes * 500
     assert rows[evaluated[0] - 1]["evaluation"] == pytest.approx(
         test_steps * 0.01 * p.collection.train.num_envs / p.collection.test.num_envs)
-    assert runtime.steady_epoch(cfg) == 76  # the actor-critic starts after epoch 75
-    text = runtime.table(rows, runtime.steady_epoch(cfg))
+    assert runtime.steady_epoch(RunConfig.from_hydra(cfg)) == 76  # the actor-critic starts after epoch 75
+    text = runtime.table(rows, runtime.steady_epoch(RunConfig.from_hydra(cfg)))
     assert "| first epoch |" in text and "| steady epoch (76) |" in text and "| whole run (600 epochs) |" in text
-    assert runtime.run_name(cfg) == "Atari 100k Breakout"
+    assert runtime.run_name(RunConfig.from_hydra(cfg)) == "Atari 100k Breakout"
 
 
 SMOKE_BUDGETS = TINY[1:]  # conftest's smallest params=smoke budgets that still cross every epoch boundary

@@ -27,6 +27,7 @@ from torchrl_deltairis.objectives.loss_assembly import build_actor_critic_loss
 from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
 from torchrl_deltairis.policy import make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
+from torchrl_deltairis.config import RunConfig
 
 pytestmark = pytest.mark.slow
 B, L, H = 4, 6, 5
@@ -241,8 +242,8 @@ def test_a_run_compiles_its_imagination_step_when_configured(tmp_path, mode):
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["params=smoke", f"params.common.compile={mode}"])
-    models = make_models(cfg, 17, torch.device("cpu"))
-    parts = make_actor_critic_component(cfg, models, EpisodeStore(tmp_path / "store", capacity=100), EpisodeCounts(),
+    models = make_models(RunConfig.from_hydra(cfg), 17, torch.device("cpu"))
+    parts = make_actor_critic_component(RunConfig.from_hydra(cfg), models, EpisodeStore(tmp_path / "store", capacity=100), EpisodeCounts(),
                                         torch.device("cpu"), 0)
     assert (parts.env.core.compiled_step is not None) == bool(mode)
     torch._dynamo.reset()

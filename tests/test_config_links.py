@@ -23,6 +23,7 @@ from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.data.counts import EpisodeCounts
 from torchrl_deltairis.build.components import make_segment_source
 from torchrl_deltairis.build.models import make_models
+from torchrl_deltairis.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [("crafter", "crafter"), ("atari", "atari"), ("crafter", "smoke"), ("atari", "smoke"),
@@ -88,10 +89,10 @@ def test_a_run_builds_what_the_links_say(tmp_path):
     add_random_episodes(store, (40, 30))
     cfg = _compose("recall", "recall", "params.common.device=cpu", "params.actor_critic.burn_in_length=6",
                    "params.training.world_model.sequence_length=13")
-    models = make_models(cfg, 2, torch.device("cpu"))
+    models = make_models(RunConfig.from_hydra(cfg), 2, torch.device("cpu"))
     assert models.world_model.config.transformer_config.max_blocks == 13
     assert models.configs.actor_critic_training["burn_in_length"] == 6
-    sample, _ = make_segment_source(cfg, "actor_critic", store, EpisodeCounts(), torch.device("cpu"), seed=0)
+    sample, _ = make_segment_source(RunConfig.from_hydra(cfg), "actor_critic", store, EpisodeCounts(), torch.device("cpu"), seed=0)
     assert sample().shape[-1] == 7  # the imagination's burn-in (6) and the frame it starts from
-    sample, _ = make_segment_source(cfg, "world_model", store, EpisodeCounts(), torch.device("cpu"), seed=0)
+    sample, _ = make_segment_source(RunConfig.from_hydra(cfg), "world_model", store, EpisodeCounts(), torch.device("cpu"), seed=0)
     assert sample().shape[-1] == 13

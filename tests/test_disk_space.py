@@ -24,6 +24,7 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.data.store import allocated_bytes, bytes_per_step, store_bytes
 from torchrl_deltairis.build.data import GB, check_disk_space, disk_need
+from torchrl_deltairis.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 Usage = namedtuple("Usage", "total used free")  # shutil.disk_usage's answer
@@ -80,7 +81,7 @@ def test_the_schedule_gives_the_steps_a_real_collection_stores(tmp_path):
                  "params.collection.train.steps_per_batch=7", "params.collection.train.config.num_steps_first_epoch=40",
                  "params.collection.train.config.num_steps=20", "params.collection.train.stop_after_epochs=3",
                  "params.common.epochs=4", "params.evaluation.should=false")
-    need = disk_need(cfg, tmp_path)
+    need = disk_need(RunConfig.from_hydra(cfg), tmp_path)
     env = make_batched_env(OmegaConf.to_container(cfg.env.train, resolve=True), 3, seed=0, parallel=False)
     store = EpisodeStore(tmp_path / "store", capacity=1000)
     collector = EpisodeCollector(env, ExplorationPolicy(int(env.action_spec.space.n), epsilon=1.0), store,
@@ -98,33 +99,33 @@ def test_the_schedule_gives_the_steps_a_real_collection_stores(tmp_path):
 def test_the_figures_of_the_shipped_schedules():
     """Crafter's: the ~123 GB of 10M stored steps; its test store at most 64 episodes of 10,000 steps.
     TINY (the runs of the tests): the steps conftest says each epoch stores. A static dataset: none."""
-    crafter = disk_need(config(), Path("/nonexistent"))
+    crafter = disk_need(RunConfig.from_hydra(config()), Path("/nonexistent"))
     assert crafter.train_steps == 100_000 + 990 * 10_000 and crafter.test_steps == 64 * 10_000
     assert crafter.train_bytes == (10_000_000 + 1) * 12_318 and round(crafter.train_bytes / GB) == 123
     assert crafter.needed_bytes == crafter.train_bytes + crafter.test_bytes and crafter.held_bytes == 0
-    atari = disk_need(config("env=atari", "params=atari"), Path("/nonexistent"))
+    atari = disk_need(RunConfig.from_hydra(config("env=atari", "params=atari")), Path("/nonexistent"))
     assert atari.train_steps == 2000 + 490 * 200 and atari.test_steps == 32 * 108_000 // 4  # raw frames / skip
-    assert disk_need(config(*TINY), Path("/nonexistent")).train_steps == sum(TINY_STEPS)
+    assert disk_need(RunConfig.from_hydra(config(*TINY)), Path("/nonexistent")).train_steps == sum(TINY_STEPS)
 
 
 def test_a_resumed_run_needs_only_what_its_stores_do_not_hold_yet(tmp_path, monkeypatch):
     """A run folder whose train store holds 100 of its 240 steps (a resume): its need is the fresh
     run's less the bytes its stores take, so a disk too small for a new run may still take it."""
     cfg = config(*TINY, *SHORT_EPISODES["crafter"], "params.collection.train.config.num_steps=100")
-    fresh = disk_need(cfg, tmp_path / "run")
+    fresh = disk_need(RunConfig.from_hydra(cfg), tmp_path / "run")
     assert (fresh.train_steps, fresh.test_steps) == (240, 2 * 15)
     store = EpisodeStore(tmp_path / "run" / "dataset" / "train", capacity=10_000)
     store.add_batch(make_batch(torch.zeros(2, 50, dtype=torch.bool), seed=0))
     held = allocated_bytes(tmp_path / "run" / "dataset")
-    resumed = disk_need(cfg, tmp_path / "run")
+    resumed = disk_need(RunConfig.from_hydra(cfg), tmp_path / "run")
     assert resumed.held_bytes == held > 0 and resumed.needed_bytes == fresh.needed_bytes - held
     fake_free(monkeypatch, resumed.needed_bytes * 1.2)
-    assert check_disk_space(cfg, tmp_path / "run") is None
+    assert check_disk_space(RunConfig.from_hydra(cfg), tmp_path / "run") is None
     with pytest.raises(ValueError, match="the episode stores need 0.0 GB more"):
-        check_disk_space(cfg, tmp_path / "new")  # the same disk refuses a new run
+        check_disk_space(RunConfig.from_hydra(cfg), tmp_path / "new")  # the same disk refuses a new run
     fake_free(monkeypatch, resumed.needed_bytes - 1)
     with pytest.raises(ValueError, match=f"{held / GB:.1f} GB of it already on disk"):
-        check_disk_space(cfg, tmp_path / "run")
+        check_disk_space(RunConfig.from_hydra(cfg), tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------------------ the check
@@ -134,7 +135,7 @@ def test_a_run_whose_stores_do_not_fit_is_refused_in_one_line_naming_both_figure
     """The default Crafter run on a 64 GB disk (a GPU node, a laptop): 131.1 GB needed."""
     fake_free(monkeypatch, 64e9)
     with pytest.raises(ValueError) as err:
-        check_disk_space(config(), tmp_path)
+        check_disk_space(RunConfig.from_hydra(config()), tmp_path)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("the episode stores need 131.1 GB more by the end of the schedule (train 10000000 "
@@ -148,12 +149,12 @@ def test_a_run_whose_stores_do_not_fit_is_refused_in_one_line_naming_both_figure
 
 def test_a_run_that_fits_with_less_than_10_percent_to_spare_is_warned_about(tmp_path, monkeypatch):
     cfg = config(*TINY)
-    needed = disk_need(cfg, tmp_path).needed_bytes
+    needed = disk_need(RunConfig.from_hydra(cfg), tmp_path).needed_bytes
     for free, expected in ((needed - 1, "refused"), (needed, "warned"), (1.09 * needed, "warned"),
                            (1.1 * needed, "silent"), (1000 * needed, "silent")):
         fake_free(monkeypatch, free)
         try:
-            warning = check_disk_space(cfg, tmp_path)
+            warning = check_disk_space(RunConfig.from_hydra(cfg), tmp_path)
         except ValueError:
             outcome = "refused"
         else:
@@ -167,8 +168,8 @@ def test_a_run_that_fits_with_less_than_10_percent_to_spare_is_warned_about(tmp_
     for split in ("train", "test"):
         store = EpisodeStore(tmp_path / "dataset" / split, capacity=10)
         store.add_batch(make_batch(torch.zeros(1, 2, dtype=torch.bool), seed=0))
-    assert disk_need(static, tmp_path / "run").needed_bytes == 0
-    assert check_disk_space(static, tmp_path / "run") is None
+    assert disk_need(RunConfig.from_hydra(static), tmp_path / "run").needed_bytes == 0
+    assert check_disk_space(RunConfig.from_hydra(static), tmp_path / "run") is None
 
 
 def test_build_trainer_refuses_before_anything_is_written_and_prints_the_warning(tmp_path, monkeypatch, capsys):
@@ -184,7 +185,7 @@ def test_build_trainer_refuses_before_anything_is_written_and_prints_the_warning
     RunLock(run_dir).release()  # the refusal released the folder
     built = types.SimpleNamespace()
     monkeypatch.setattr(run, "_open_run", lambda *args: built)  # the rest of the build (env workers, models)
-    fake_free(monkeypatch, 1.05 * disk_need(cfg, run_dir).needed_bytes)
+    fake_free(monkeypatch, 1.05 * disk_need(RunConfig.from_hydra(cfg), run_dir).needed_bytes)
     assert run.build_trainer(cfg, run_dir, ROOT / "train.py", progress=False) is built
     built.on_close[0]()  # the folder's lock, released by the trainer's close
     lines = capsys.readouterr().err.splitlines()

@@ -16,6 +16,7 @@ from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.modules import Tokenizer, TokenizerConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
 from torchrl_deltairis.objectives import TokenizerLoss
+from torchrl_deltairis.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,8 +90,8 @@ def test_a_run_evaluates_with_the_evaluation_sections_batch_size_and_start(tmp_p
         return traverse_segments(store, sequence_length, batch_size)
 
     monkeypatch.setattr(run, "traverse_segments", traverse)
-    models = make_models(cfg, 2, torch.device("cpu"))
-    evaluate, collector, _ = run.make_evaluate(cfg, tmp_path / "run", models, None, None, torch.device("cpu"), 0)
+    models = make_models(RunConfig.from_hydra(cfg), 2, torch.device("cpu"))
+    evaluate, collector, _ = run.make_evaluate(RunConfig.from_hydra(cfg), tmp_path / "run", models, None, None, torch.device("cpu"), 0)
     assert collector is None
     metrics = evaluate(epoch=cfg.params.evaluation.tokenizer.start_after_epochs + 1)
     training = cfg.params.training  # its batch sizes are not 5 and 3, its world model starts after epoch 10

@@ -13,6 +13,7 @@ from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.modules.convnet import (FrameDecoder, FrameEncoder, GroupNorm, _GroupNormChannelsLast,
                                                upsample_nearest_2x)
 from torchrl_deltairis.modules.models import Execution, configure_execution, resolve_execution
+from torchrl_deltairis.config import RunConfig
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -158,8 +159,8 @@ def test_a_run_builds_its_models_with_the_configured_execution():
     overrides = ["params=smoke", "params.common.memory_format=channels_last", "params.common.conv_batch_chunk=4"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    models = make_models(cfg, 17, torch.device("cpu"))
+    models = make_models(RunConfig.from_hydra(cfg), 17, torch.device("cpu"))
     assert {(n.batch_chunk, n.memory_format) for n in _conv_nets(models)} == {(4, "channels_last")}
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        default = make_models(compose("config", overrides=["params=smoke"]), 17, torch.device("cpu"))
+        default = make_models(RunConfig.from_hydra(compose("config", overrides=["params=smoke"])), 17, torch.device("cpu"))
     assert {(n.batch_chunk, n.memory_format) for n in _conv_nets(default)} == {(16, "channels_last")}

@@ -16,6 +16,7 @@ from torchrl_deltairis.build.components import make_actor_critic_component
 from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.objectives.actor_critic_loss import ImaginationActorCriticLoss
 from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig
+from torchrl_deltairis.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_ACTIONS = 2
@@ -57,8 +58,8 @@ def random_store(tmp_path, episodes=6, length=5, size=32):
 def build(tmp_path, *overrides):
     cfg = config(*overrides)
     torch.manual_seed(0)
-    models = make_models(cfg, NUM_ACTIONS, torch.device("cpu"))
-    parts = make_actor_critic_component(cfg, models, random_store(tmp_path), EpisodeCounts(), torch.device("cpu"), 0)
+    models = make_models(RunConfig.from_hydra(cfg), NUM_ACTIONS, torch.device("cpu"))
+    parts = make_actor_critic_component(RunConfig.from_hydra(cfg), models, random_store(tmp_path), EpisodeCounts(), torch.device("cpu"), 0)
     return models, parts
 
 

@@ -30,6 +30,7 @@ from torchrl_deltairis.play.loading import CONFIGS_DIR, env_from_name, read_para
 from torchrl_deltairis.play.render import TEXT_COLOUR, compose as compose_frame, header_height
 from torchrl_deltairis.play.sources import View
 from torchrl_deltairis.reference import load_reference_checkpoint, to_reference_state_dict
+from torchrl_deltairis.config import RunConfig
 
 pytest.importorskip("pygame")
 
@@ -87,7 +88,7 @@ def run_dir(tmp_path_factory) -> Path:
     (run / "config").mkdir()
     OmegaConf.save(cfg, run / "config" / "trainer.yaml", resolve=True)
     torch.manual_seed(0)
-    models = make_models(cfg, 17, torch.device("cpu"))
+    models = make_models(RunConfig.from_hydra(cfg), 17, torch.device("cpu"))
     with torch.no_grad():  # dreams never end by themselves: the scripted steps stay in one episode
         models.world_model.head_ends.head_module[-1].bias.copy_(torch.tensor([20.0, -20.0]))
     (run / "checkpoints").mkdir()

@@ -4,11 +4,12 @@ import json
 import math
 
 import pytest
-from omegaconf import OmegaConf
 
 from torchrl_deltairis.envs import CRAFTER_ACHIEVEMENTS
 from torchrl_deltairis.results import crafter_summary, run_results, write_results
 from torchrl_deltairis.build.lifecycle import should_resume
+from torchrl_deltairis.checked import parse
+from torchrl_deltairis.config import CommonConfig
 
 CRAFTER = {"id": "crafter", "family": "crafter", "size": 64, "max_episode_steps": 10000, "reward": True}
 
@@ -54,14 +55,11 @@ def test_run_results_of_an_atari_run_has_the_human_normalised_score():
 
 
 def test_resume_choices(tmp_path):
-    def cfg(value):
-        return OmegaConf.create({"params": {"common": {"resume": value}}})
-
-    assert should_resume(cfg(False), tmp_path) is False
-    assert should_resume(cfg(True), tmp_path) is True  # and loading then names the missing checkpoint
-    assert should_resume(cfg("auto"), tmp_path) is False
+    assert should_resume(False, tmp_path) is False
+    assert should_resume(True, tmp_path) is True  # and loading then names the missing checkpoint
+    assert should_resume("auto", tmp_path) is False
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "state.pt").write_bytes(b"")
-    assert should_resume(cfg("auto"), tmp_path) is True
-    with pytest.raises(ValueError, match=r"params.common.resume='yes'; valid choices are \[False, True, 'auto'\]"):
-        should_resume(cfg("yes"), tmp_path)
+    assert should_resume("auto", tmp_path) is True
+    with pytest.raises(ValueError, match=r"params.common.resume='yes'; expected one of \[False, True, 'auto'\]"):
+        parse(CommonConfig, {"epochs": 1, "resume": "yes"}, "params.common")

@@ -92,17 +92,16 @@ def test_atari100k_params_choose_the_preset_and_folder(tmp_path, capsys):
 def test_the_laptop_preset_and_its_env_agree_and_a_mismatch_is_refused():
     from hydra import compose, initialize_config_dir
 
-    from torchrl_deltairis.build.checks import validate_config, validate_env_configs
+    from torchrl_deltairis.build.checks import validate_config
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=["env=atari_cpu", "params=atari_cpu", "env.train.id=Boxing"])
         wrong = compose("config", overrides=["env=atari", "params=atari_cpu", "env.train.id=Boxing"])
     validate_config(cfg)
-    validate_env_configs(cfg)
     assert cfg.env.test.size == cfg.env.train.size == cfg.params.tokenizer.image_size == 32
     assert cfg.env.test.noop_max == 1 and not cfg.env.test.done_on_life_loss  # the reference's test protocol
     with pytest.raises(ValueError, match="env.train.size=64 but params.tokenizer.image_size=32"):
-        validate_env_configs(wrong)
+        validate_config(wrong)
 
 
 def test_the_action_probe_scores_every_action_of_the_game():

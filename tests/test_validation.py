@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from torchrl_deltairis.build.checks import validate_config
 from torchrl_deltairis.build.models import initialize_models, make_models
+from torchrl_deltairis.config import RunConfig
 from torchrl_deltairis.reference import to_reference_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_the_shipped_presets_validate():
     ("params.actor_critic.target_ema_decay=1", r"params.actor_critic.target_ema_decay=1; expected a number in "
      r"\[0, 1\)"),
     ("params.actor_critic.ppo_clip_epsilon=0", r"params.actor_critic.ppo_clip_epsilon=0; expected a number > 0"),
-    ("params.actor_critic.burn_in_length=-2", r"params.actor_critic.burn_in_length=-2; expected a number >= 0"),
+    ("params.actor_critic.burn_in_length=-2", r"params.actor_critic.burn_in_length=-2; expected an integer >= 0"),
     ("params.tokenizer.freqs_ema_decay=1.2", r"params.tokenizer.freqs_ema_decay=1.2; expected a number in \[0, 1\)"),
     ("params.tokenizer.loss.commitment_weight=-0.02",
      r"params.tokenizer.loss.commitment_weight=-0.02; expected a number >= 0"),
@@ -133,12 +134,13 @@ def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path):
 
 
 def test_a_checkpoint_of_another_model_names_the_keys_that_differ(tmp_path):
-    small = make_models(_cfg(), 17, torch.device("cpu"))
+    small = make_models(RunConfig.from_hydra(_cfg()), 17, torch.device("cpu"))
     torch.save(to_reference_state_dict(small), tmp_path / "small.pt")
     cfg = _cfg(f"params.initialization.path_to_checkpoint={tmp_path / 'small.pt'}", "params.tokenizer.codebook_dim=32")
     with pytest.raises(ValueError, match=r"small.pt' is a checkpoint of another model: tokenizer.'quantizer.codebook' "
                        r"has shape \(64, 16\), expected \(64, 32\) \(and 3 more\)$"):
-        initialize_models(make_models(cfg, 17, torch.device("cpu")), cfg)
+        run = RunConfig.from_hydra(cfg)
+        initialize_models(make_models(run, 17, torch.device("cpu")), run.initialization)
 
 
 def test_the_bad_input_table_is_large():
@@ -154,16 +156,16 @@ def test_unknown_keys_and_groups_are_refused_by_hydra_with_the_choices():
 
 
 def test_initialization_loads_the_chosen_parts(tmp_path):
-    cfg = _cfg("env=gym", "params=reach")
+    cfg = _cfg("env=reach", "params=reach")
     torch.manual_seed(0)
-    source = make_models(cfg, 5, torch.device("cpu"))
+    source = make_models(RunConfig.from_hydra(cfg), 5, torch.device("cpu"))
     path = tmp_path / "last.pt"
     torch.save(to_reference_state_dict(source), path)
     torch.manual_seed(1)
-    target = make_models(cfg, 5, torch.device("cpu"))
+    target = make_models(RunConfig.from_hydra(cfg), 5, torch.device("cpu"))
     cfg.params.initialization.path_to_checkpoint = str(path)
     cfg.params.initialization.load_actor_critic = False
-    assert initialize_models(target, cfg) == ["tokenizer", "world_model"]
+    assert initialize_models(target, RunConfig.from_hydra(cfg).initialization) == ["tokenizer", "world_model"]
     for part in ("tokenizer", "world_model"):
         for a, b in zip(getattr(source, part).state_dict().values(), getattr(target, part).state_dict().values()):
             assert torch.equal(a, b)
@@ -173,12 +175,12 @@ def test_initialization_loads_the_chosen_parts(tmp_path):
     torch.save({k: v for k, v in to_reference_state_dict(source).items() if k.startswith("tokenizer.")}, path)
     cfg.params.initialization.load_actor_critic = True
     with pytest.raises(ValueError, match="holds no world_model weights.*load_world_model=false"):
-        initialize_models(target, cfg)
+        initialize_models(target, RunConfig.from_hydra(cfg).initialization)
 
 
 def test_a_component_may_have_its_own_learning_rate():
-    from torchrl_deltairis.build.components import learning_rate
-
-    cfg = _cfg("+params.training.world_model.learning_rate=0.0003")
-    assert learning_rate(cfg, "world_model") == 0.0003
-    assert learning_rate(cfg, "tokenizer") == learning_rate(cfg, "actor_critic") == cfg.params.training.learning_rate
+    training = RunConfig.from_hydra(_cfg("+params.training.world_model.learning_rate=0.0003")).training
+    assert training.learning_rate_of("world_model") == 0.0003
+    assert training.learning_rate_of("tokenizer") == training.learning_rate_of("actor_critic") == training.learning_rate
+    assert training.learning_rate_key("world_model") == "params.training.world_model.learning_rate"
+    assert training.learning_rate_key("tokenizer") == "params.training.learning_rate"

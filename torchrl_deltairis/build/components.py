@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict, TensorDictBase
 
 from torchrl_deltairis import functional, keys
-from torchrl_deltairis.build.models import execution_of
+from torchrl_deltairis.config import ComponentTraining, RunConfig
 from torchrl_deltairis.data import (
     COMPONENTS,
     EpisodeCounts,
@@ -30,7 +29,6 @@ from torchrl_deltairis.objectives.loss_assembly import (
     minibatches,
     uses_value_estimator,
 )
-from torchrl_deltairis.objectives.loss_slot import ActorCriticLossConfig, resolve_loss
 from torchrl_deltairis.optim import make_optimizer
 from torchrl_deltairis.policy import ActorCriticTrunk, burn_in, make_actor, recurrent_state_spec
 from torchrl_deltairis.reference import DeltaIrisModels
@@ -40,26 +38,14 @@ from torchrl_deltairis.trainer import Component, ComponentSchedule
 Generators = dict[str, torch.Generator]  # a run's named generators, saved in and restored from its checkpoints
 
 
-def schedule_of(cfg: DictConfig, name: str) -> ComponentSchedule:
-    t = cfg.params.training[name]
+def schedule_of(t: ComponentTraining) -> ComponentSchedule:
+    """When and how much a component trains (``params.training.<name>``)."""
     return ComponentSchedule(start_after_epochs=t.start_after_epochs, steps_per_epoch=t.steps_per_epoch,
-                             steps_first_epoch=t.get("steps_first_epoch"), grad_acc_steps=t.grad_acc_steps,
+                             steps_first_epoch=t.steps_first_epoch, grad_acc_steps=t.grad_acc_steps,
                              max_grad_norm=t.max_grad_norm)
 
 
-def learning_rate_key(cfg: DictConfig, name: str) -> str:
-    """``params.training.<name>.learning_rate`` when set (not in the reference), else the reference's
-    one ``params.training.learning_rate`` for all three components."""
-    if cfg.params.training[name].get("learning_rate") is not None:
-        return f"params.training.{name}.learning_rate"
-    return "params.training.learning_rate"
-
-
-def learning_rate(cfg: DictConfig, name: str) -> float:
-    return float(OmegaConf.select(cfg, learning_rate_key(cfg, name)))
-
-
-def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts: EpisodeCounts,
+def make_segment_source(run: RunConfig, name: str, store: EpisodeStore, counts: EpisodeCounts,
                         device: torch.device, seed: int, generators: Generators | None = None,
                         ) -> tuple[Callable[[], TensorDictBase], Callable]:
     """``params.training.<name>``'s segments (length, batch, priority): ``(sample, increment_counts)``,
@@ -69,7 +55,7 @@ def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts:
     the unkilled one would)."""
     if name not in COMPONENTS:
         raise ValueError(f"unknown component {name!r}; valid: {list(COMPONENTS)}")
-    t = cfg.params.training[name]
+    t = run.training.component(name)
     sampler = SegmentSampler(store, counts, name, t.sequence_length, can_sample_beyond_end=name != "actor_critic",
                              alpha=t.priority_alpha, seed=seed + COMPONENTS.index(name))
     if generators is not None:
@@ -78,25 +64,19 @@ def make_segment_source(cfg: DictConfig, name: str, store: EpisodeStore, counts:
     return buffer.sample, sampler.increment_counts
 
 
-def make_component(cfg: DictConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
+def make_component(run: RunConfig, name: str, module: torch.nn.Module, loss: torch.nn.Module,
                    store: EpisodeStore, counts: EpisodeCounts, device: torch.device, seed: int, *,
                    trained: torch.nn.Module | None = None, source=None, generators: Generators | None = None,
                    **kwargs) -> Component:
     """A component sampling its own segments (``params.training.<name>``); the optimizer steps
     ``trained`` (default: ``module``), e.g. the network plus a loss's own head."""
-    sample, increment_counts = source or make_segment_source(cfg, name, store, counts, device, seed, generators)
-    t = cfg.params.training[name]
+    sample, increment_counts = source or make_segment_source(run, name, store, counts, device, seed, generators)
+    t = run.training.component(name)
     kind = "adam" if name == "actor_critic" else "adamw"
-    optimizer = make_optimizer(trained if trained is not None else module, lr=learning_rate(cfg, name),
-                               weight_decay=t.get("weight_decay", 0.0), kind=kind)
+    optimizer = make_optimizer(trained if trained is not None else module, lr=run.training.learning_rate_of(name),
+                               weight_decay=t.weight_decay, kind=kind)
     return Component(name=name, module=module, loss=loss, optimizer=optimizer, sample=sample,
-                     increment_counts=increment_counts, schedule=schedule_of(cfg, name), **kwargs)
-
-
-def actor_critic_loss_config(cfg: DictConfig) -> ActorCriticLossConfig:
-    """``params.actor_critic``'s loss fields (every field of ``ActorCriticLossConfig``), checked."""
-    node = OmegaConf.to_container(cfg.params.actor_critic, resolve=True)
-    return ActorCriticLossConfig.from_config(node)
+                     increment_counts=increment_counts, schedule=schedule_of(t), **kwargs)
 
 
 def context_of(segments: TensorDictBase) -> TensorDict:
@@ -116,7 +96,7 @@ class ActorCriticParts:
     env: ImaginationEnv  # the world model as a TorchRL env: dream's, the on-policy loss's (off-policy: a fixed-batch twin)
 
 
-def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore,
+def make_actor_critic_component(run: RunConfig, models: DeltaIrisModels, store: EpisodeStore,
                                 counts: EpisodeCounts, device: torch.device, seed: int, *,
                                 trunk: ActorCriticTrunk | None = None,
                                 generators: Generators | None = None) -> ActorCriticParts:
@@ -127,9 +107,8 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     (the one the real collectors use), built here when not given. ``generators``: where the run
     registers the component's generators (checkpointed), as ``make_segment_source``."""
     generators = {} if generators is None else generators
-    ac = cfg.params.actor_critic
-    loss_cfg = actor_critic_loss_config(cfg)
-    resolved = resolve_loss(loss_cfg)
+    loss_cfg = run.actor_critic_loss
+    resolved = loss_cfg.resolved
     actor_critic = models.actor_critic
     state_spec = recurrent_state_spec(actor_critic.config.lstm_dim, device=device)
     trunk = trunk if trunk is not None else ActorCriticTrunk(actor_critic.model, write_values=False)
@@ -139,10 +118,10 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
     own = [p for p in loss.parameters() if p.requires_grad
            and all(p is not q for q in actor_critic.model.parameters())]
     trained = torch.nn.ModuleList([actor_critic.model, loss]) if own else None
-    horizon = int(ac.imagination_horizon)
-    autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
+    horizon = run.imagination.imagination_horizon
+    autocast_dtype = torch.bfloat16 if run.training.imagination_bf16 else None
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
-                         autocast_dtype=autocast_dtype, compile_step=cfg.params.common.get("compile", False))
+                         autocast_dtype=autocast_dtype, compile_step=run.common.compile)
     with_target = resolved.name in (None, "reinforce")
 
     def dream(segments: TensorDictBase) -> TensorDictBase:
@@ -163,26 +142,26 @@ def make_actor_critic_component(cfg: DictConfig, models: DeltaIrisModels, store:
         several = (resolved.epochs, resolved.num_minibatches) != (1, 1)  # else: one update per batch, grad_acc
         updates = (lambda data: minibatches(data, resolved.epochs, resolved.num_minibatches, generator)) \
             if several else None
-        component = make_component(cfg, "actor_critic", actor_critic.model, store=store, counts=counts,
+        component = make_component(run, "actor_critic", actor_critic.model, store=store, counts=counts,
                                    device=device, seed=seed, prepare=prepare, updates=updates,
                                    generators=generators, **common)
     else:
-        component = _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved,
+        component = _off_policy_component(run, models, store, counts, device, seed, actor, state_spec, resolved,
                                           common, generators)
     return ActorCriticParts(component, trunk, dream, loss, env)
 
 
-def _off_policy_component(cfg, models, store, counts, device, seed, actor, state_spec, resolved, common,
+def _off_policy_component(run, models, store, counts, device, seed, actor, state_spec, resolved, common,
                           generators):
     """A stock ``Collector`` on an ``ImaginationEnv`` of fixed batch, reset at every batch from real
     segments (``context_fn``, with the burned-in policy state), into a stock replay buffer."""
     from torchrl.collectors import Collector
     from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-    sample_segments, increment_counts = make_segment_source(cfg, "actor_critic", store, counts, device, seed,
+    sample_segments, increment_counts = make_segment_source(run, "actor_critic", store, counts, device, seed,
                                                             generators)
-    t, net = cfg.params.training.actor_critic, models.actor_critic.model
-    rows, horizon = int(t.batch_num_samples), int(cfg.params.actor_critic.imagination_horizon)
+    net = models.actor_critic.model
+    rows, horizon = run.training.actor_critic.batch_num_samples, run.imagination.imagination_horizon
 
     def context_fn() -> TensorDict:
         segments = sample_segments()
@@ -191,14 +170,15 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
         h, c = burn_in(net, context.get(keys.PIXELS)[:, :-1])
         return context.update({keys.RECURRENT_STATE_H: h, keys.RECURRENT_STATE_C: c})
 
-    autocast_dtype = torch.bfloat16 if execution_of(cfg, device).imagination_bf16 else None
+    autocast_dtype = torch.bfloat16 if run.training.imagination_bf16 else None
     env = ImaginationEnv(models.tokenizer, models.world_model, sample=True, policy_state_spec=state_spec,
                          batch_size=[rows], context_fn=context_fn, autocast_dtype=autocast_dtype,
-                         compile_step=cfg.params.common.get("compile", False))
+                         compile_step=run.common.compile)
     env.set_seed(seed + 200)
     generators["actor_critic/imagination"] = env.core.generator
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(int(cfg.params.actor_critic.updates.replay_capacity), device=device),
-                                    batch_size=int(cfg.params.actor_critic.updates.replay_batch_size))
+    updates_cfg = run.actor_critic_loss.updates
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(updates_cfg.replay_capacity, device=device),
+                                    batch_size=updates_cfg.replay_batch_size)
     collector: list = []  # built at the first update: its construction resets the env, which needs data
 
     def sample() -> TensorDictBase:
@@ -213,18 +193,18 @@ def _off_policy_component(cfg, models, store, counts, device, seed, actor, state
         buffer.extend(batch[mask].exclude("collector"))
         return (buffer.sample() for _ in range(resolved.num_minibatches))
 
-    return make_component(cfg, "actor_critic", net, store=store, counts=counts, device=device, seed=seed,
+    return make_component(run, "actor_critic", net, store=store, counts=counts, device=device, seed=seed,
                           source=(sample, lambda _: None), updates=updates, **common)
 
 
-def make_model_components(cfg: DictConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
+def make_model_components(run: RunConfig, models: DeltaIrisModels, store: EpisodeStore, counts: EpisodeCounts,
                           device: torch.device, seed: int, generators: Generators | None = None) -> list[Component]:
     """The tokenizer's and the world model's components (bf16 autocast, as the reference trains them);
     their samplers' generators go into ``generators`` (``make_segment_source``)."""
-    bf16 = bool(cfg.params.training.get("bf16", True))
+    bf16 = run.training.bf16
     tokenizer_loss = TokenizerLoss(models.tokenizer, models.configs.tokenizer_loss)
     world_model_loss = WorldModelLoss(models.world_model, models.tokenizer, models.configs.world_model_loss)
-    return [make_component(cfg, "tokenizer", models.tokenizer, tokenizer_loss, store, counts, device, seed,
+    return [make_component(run, "tokenizer", models.tokenizer, tokenizer_loss, store, counts, device, seed,
                            bf16=bf16, generators=generators),
-            make_component(cfg, "world_model", models.world_model, world_model_loss, store, counts, device, seed,
+            make_component(run, "world_model", models.world_model, world_model_loss, store, counts, device, seed,
                            bf16=bf16, generators=generators)]

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from torchrl_deltairis.build.checks import resolve_device, validate_config
+from torchrl_deltairis.build.checks import validate_config
 from torchrl_deltairis.build.components import Generators, make_actor_critic_component, make_model_components
 from torchrl_deltairis.build.data import check_disk_space, collection_schedule, make_collector, make_train_env
 from torchrl_deltairis.build.evaluate import make_evaluate
 from torchrl_deltairis.build.models import initialize_models, make_models
 from torchrl_deltairis.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
+from torchrl_deltairis.config import RunConfig
 from torchrl_deltairis.data import EpisodeCounts
 from torchrl_deltairis.media import EpisodeSaver
 from torchrl_deltairis.metrics import RunLogger
@@ -96,23 +97,17 @@ def set_rng_state(state, generators: Generators) -> None:
             g.set_state(state["generators"][name])
 
 
-RESUME_CHOICES = (False, True, "auto")
-
-
-def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
+def should_resume(resume: bool | str, run_dir: Path) -> bool:
     """``params.common.resume``: true (a checkpoint must exist), false, or ``auto`` (resume when the run
     folder has a checkpoint, else start: a re-launched sweep resumes crashed runs, skips finished ones)."""
-    resume = cfg.params.common.resume
-    if resume not in RESUME_CHOICES:
-        raise ValueError(f"params.common.resume={resume!r}; valid choices are {list(RESUME_CHOICES)}")
     if resume == "auto":
         return (run_dir / "checkpoints" / STATE_FILE).exists()
     return bool(resume)
 
 
-def write_run_files(cfg: DictConfig, run_dir: Path, train_script: Path) -> None:
+def write_run_files(run: RunConfig, run_dir: Path, train_script: Path) -> None:
     (run_dir / "config").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config" / "trainer.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(run.resolved), run_dir / "config" / "trainer.yaml")
     scripts = run_dir / "scripts"
     scripts.mkdir(exist_ok=True)
     python = sys.executable  # the interpreter (and so the environment) that started the run
@@ -133,75 +128,74 @@ def build_trainer(cfg: DictConfig, run_dir: Path, train_script: Path, progress: 
     ``ExitStack`` as it starts: if building fails, what was started is closed, last first; else the
     trainer's ``close()`` closes it all in that order. ``check_disk=False``: for a caller that stores a
     few batches only (benchmarks/runtime.py), not the schedule."""
-    validate_config(cfg)
+    run = validate_config(cfg)  # the config, parsed once: the rest of the run reads its typed fields
     with contextlib.ExitStack() as started:
         started.callback(RunLock(run_dir).release)  # before anything is read or written: one process per folder
-        warning = check_disk_space(cfg, run_dir) if check_disk else None  # a resume: what the folder holds counts
+        warning = check_disk_space(run, run_dir) if check_disk else None  # a resume: what the folder holds counts
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-        trainer = _open_run(cfg, run_dir, train_script, progress, started)
+        trainer = _open_run(run, run_dir, train_script, progress, started)
         trainer.on_close = (started.pop_all().close,)  # built: the trainer closes it all
         return trainer
 
 
-def _open_run(cfg: DictConfig, run_dir: Path, train_script: Path, progress: bool,
+def _open_run(run: RunConfig, run_dir: Path, train_script: Path, progress: bool,
               started: contextlib.ExitStack) -> Trainer:
-    device = resolve_device(cfg.params.common.device)
+    device = run.device
     if device.type == "cuda":  # TF32 matmuls and convolutions, as the reference
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if cfg.params.common.get("deterministic", False):
+    if run.common.deterministic:
         make_deterministic()
-    config = OmegaConf.to_container(cfg, resolve=True)
-    state = load_checkpoint(run_dir / "checkpoints", config) if should_resume(cfg, run_dir) else None
-    logger = RunLogger(run_dir, wandb_cfg=OmegaConf.to_container(cfg.wandb, resolve=True),
-                       tensorboard=bool(cfg.get("tensorboard", False)), config=config,
+    config = run.resolved
+    state = load_checkpoint(run_dir / "checkpoints", config) if should_resume(run.common.resume, run_dir) else None
+    logger = RunLogger(run_dir, wandb_cfg=run.wandb, tensorboard=run.tensorboard, config=config,
                        resume_epoch=int(state["epoch"]) if state is not None else None)
     started.callback(logger.close)
-    seed_everything(int(cfg.params.common.seed))
-    write_run_files(cfg, run_dir, train_script)
+    seed_everything(run.seed)
+    write_run_files(run, run_dir, train_script)
     resumed = f", resuming after epoch {int(state['epoch'])}" if state is not None else ""
     _log.info("run folder: %s (metrics.csv, checkpoints/, media/; scripts/resume.sh resumes it)%s", run_dir, resumed)
-    if state is not None and int(state["epoch"]) >= int(cfg.params.common.epochs):
+    if state is not None and int(state["epoch"]) >= run.common.epochs:
         # a finished run (a re-launched sweep, resume=auto): no env process, store or model to build
-        return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=None, policy=None,
-                       collection=collection_schedule(cfg), components=(), logger=logger,
+        return Trainer(epochs=run.common.epochs, device=device, collector=None, policy=None,
+                       collection=collection_schedule(run), components=(), logger=logger,
                        save=lambda epoch: None, start_epoch=int(state["epoch"]) + 1, progress=progress)
-    return _build_parts(cfg, run_dir, device, config, state, logger, started, progress)
+    return _build_parts(run, run_dir, state, logger, started, progress)
 
 
-def _build_parts(cfg: DictConfig, run_dir: Path, device: torch.device, config: dict, state: dict | None,
-                 logger: RunLogger, started: contextlib.ExitStack, progress: bool) -> Trainer:
-    seed = int(cfg.params.common.seed)
+def _build_parts(run: RunConfig, run_dir: Path, state: dict | None, logger: RunLogger, started: contextlib.ExitStack,
+                 progress: bool) -> Trainer:
+    seed, device, config = run.seed, run.device, run.resolved
     collector = None
     with contextlib.ExitStack() as env_alone:  # the env's workers, until a collector owns them
-        env, store, num_actions = make_train_env(cfg, run_dir, seed)
+        env, store, num_actions = make_train_env(run, run_dir, seed)
         if env is not None:
             env_alone.callback(env.close)
         # in dependency order: env specs -> models -> policy -> collector -> components -> evaluation
-        models = make_models(cfg, num_actions, device)
+        models = make_models(run, num_actions)
         sizes = {name: sum(p.numel() for p in getattr(models, name).parameters()) / 1e6
                  for name in ("tokenizer", "world_model", "actor_critic")}
         _log.info("models on %s: %s", device,
                   ", ".join(f"{name} {size:.2f}M parameters" for name, size in sizes.items()))
         trunk = ActorCriticTrunk(models.actor_critic.model, write_values=False)  # the acting policy network
         if env is not None:  # the first epoch's policy is uniform (epsilon 1); the trainer sets it per epoch
-            collector = make_collector(env, trunk, store, cfg.params.collection.train,
-                                       steps_per_batch=cfg.params.collection.train.steps_per_batch, device=device,
+            collector = make_collector(env, trunk, store, run.collection.train,
+                                       steps_per_batch=run.collection.train.steps_per_batch, device=device,
                                        epsilon=1.0)
             env_alone.pop_all()
             started.callback(collector.shutdown)  # it closes the env
     counts = EpisodeCounts()
     generators: Generators = {}
-    components = make_model_components(cfg, models, store, counts, device, seed, generators)
-    ac = make_actor_critic_component(cfg, models, store, counts, device, seed, trunk=trunk, generators=generators)
+    components = make_model_components(run, models, store, counts, device, seed, generators)
+    ac = make_actor_critic_component(run, models, store, counts, device, seed, trunk=trunk, generators=generators)
     components.append(ac.component)
     dream = ac.dream
-    evaluate, test_collector, test_store = make_evaluate(cfg, run_dir, models, trunk, dream, device, seed)
+    evaluate, test_collector, test_store = make_evaluate(run, run_dir, models, trunk, dream, device, seed)
     if test_collector is not None:
         started.callback(test_collector.shutdown)
     train_saver = EpisodeSaver(run_dir / "media" / "episodes" / "train", store,
-                               int(cfg.params.collection.train.num_episodes_to_save))
+                               run.collection.train.num_episodes_to_save)
 
     def finish(epoch: int, metrics: dict[str, float]) -> None:
         test_returns = test_store.returns().tolist()  # the latest evaluation's episodes, from its store
@@ -215,13 +209,13 @@ def _build_parts(cfg: DictConfig, run_dir: Path, device: torch.device, config: d
                         "excess_steps": collector.excess_steps if collector is not None else 0,
                         "store_steps": store.num_steps, "rng": rng_state(generators)}
         save_checkpoint(run_dir / "checkpoints", resume_state, to_reference_state_dict(models), config,
-                        resumable=bool(cfg.params.common.do_checkpoint))
+                        resumable=run.common.do_checkpoint)
 
     start_epoch = 1
     if state is None:
-        loaded = initialize_models(models, cfg)
+        loaded = initialize_models(models, run.initialization)
         if loaded:
-            print(f"initialised {', '.join(loaded)} from {cfg.params.initialization.path_to_checkpoint}")
+            print(f"initialised {', '.join(loaded)} from {run.initialization.path_to_checkpoint}")
     else:
         models.load_state_dict(convert_reference_state_dict(state["models"], models))
         for c in components:
@@ -236,10 +230,10 @@ def _build_parts(cfg: DictConfig, run_dir: Path, device: torch.device, config: d
             collector.resumed_steps = store.num_steps - int(state.get("store_steps", store.num_steps))
         set_rng_state(state["rng"], generators)
         start_epoch = int(state["epoch"]) + 1
-    return Trainer(epochs=int(cfg.params.common.epochs), device=device, collector=collector,
+    return Trainer(epochs=run.common.epochs, device=device, collector=collector,
                    policy=collector.policy if collector is not None else None,
-                   collection=collection_schedule(cfg), components=components, logger=logger, save=save,
-                   evaluate=evaluate if cfg.params.evaluation.should else None,
-                   eval_every=int(cfg.params.evaluation.every), start_epoch=start_epoch, progress=progress,
+                   collection=collection_schedule(run), components=components, logger=logger, save=save,
+                   evaluate=evaluate if run.evaluation.should else None,
+                   eval_every=run.evaluation.every, start_epoch=start_epoch, progress=progress,
                    finish=finish, save_initial=state is None,
                    on_epoch_end=(lambda epoch, _: train_saver.update(epoch),))

@@ -1,5 +1,6 @@
-"""The three networks of a run: built from ``params.{tokenizer,world_model,actor_critic}`` on the run's
-device and execution (memory format, convolution chunks, compile), or initialised from a checkpoint.
+"""The three networks of a run: built from ``params.{tokenizer,world_model,actor_critic}`` (parsed into
+``RunConfig.models``) on the run's device and execution (memory format, convolution chunks, compile),
+or initialised from a checkpoint.
 """
 
 from __future__ import annotations
@@ -7,40 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from torchrl_deltairis.checkpoint import read_torch_file
-from torchrl_deltairis.modules.models import Execution, compile_models, configure_execution, resolve_execution
-from torchrl_deltairis.reference import (
-    DeltaIrisModels,
-    ReferenceCheckpointError,
-    configs_from_reference,
-    convert_reference_state_dict,
-)
+from torchrl_deltairis.config import InitializationConfig, RunConfig
+from torchrl_deltairis.modules.models import compile_models, configure_execution, resolve_execution
+from torchrl_deltairis.reference import DeltaIrisModels, ReferenceCheckpointError, convert_reference_state_dict
 
 
-def execution_of(cfg: DictConfig, device: torch.device) -> Execution:
-    """``params.common.memory_format`` and ``conv_batch_chunk`` (each ``auto`` or absent resolved for
-    ``device``) and ``params.training.imagination_bf16`` (absent: false), by ``modules.models.resolve_execution``."""
-    return resolve_execution(device, cfg.params.common.get("memory_format", "auto"),
-                             cfg.params.common.get("conv_batch_chunk", "auto"),
-                             cfg.params.training.get("imagination_bf16", False))
+def make_models(run: RunConfig, num_actions: int, device: torch.device | None = None) -> DeltaIrisModels:
+    """The three networks for an env of ``num_actions`` actions, on ``device`` (default: the run's) in
+    the run's memory format and convolution chunks, compiled if asked."""
+    device = run.device if device is None else torch.device(device)
+    execution = run.execution if device == run.device else resolve_execution(
+        device, run.common.memory_format, run.common.conv_batch_chunk, run.training.imagination_bf16)
+    models = configure_execution(DeltaIrisModels(run.models.with_actions(num_actions)).to(device), execution)
+    return compile_models(models, run.common.compile)
 
 
-def make_models(cfg: DictConfig, num_actions: int, device: torch.device) -> DeltaIrisModels:
-    """The three networks from ``params.{tokenizer,world_model,actor_critic}`` (the reference's layout),
-    on ``device`` in the run's memory format and convolution chunks, compiled if asked."""
-    configs = configs_from_reference(OmegaConf.to_container(cfg.params, resolve=True), num_actions=num_actions)
-    models = configure_execution(DeltaIrisModels(configs).to(device), execution_of(cfg, device))
-    return compile_models(models, cfg.params.common.get("compile", False))
-
-
-def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
+def initialize_models(models: DeltaIrisModels, init: InitializationConfig) -> list[str]:
     """``params.initialization``: loads the chosen parts (``load_tokenizer``, ``load_world_model``,
     ``load_actor_critic``) from a reference-format checkpoint (a run's ``checkpoints/last.pt``, the
     reference's agent state_dict, or our ``state.pt``). Returns the parts loaded."""
-    init = cfg.params.initialization
-    if not init.get("path_to_checkpoint"):
+    if not init.path_to_checkpoint:
         return []
     path = Path(init.path_to_checkpoint).expanduser()
     state = read_torch_file(path, "params.initialization.path_to_checkpoint")
@@ -49,7 +38,7 @@ def initialize_models(models: DeltaIrisModels, cfg: DictConfig) -> list[str]:
             state = state[wrapper]
     loaded = []
     for part in ("tokenizer", "world_model", "actor_critic"):
-        if not init.get(f"load_{part}", True):
+        if not getattr(init, f"load_{part}"):
             continue
         prefix = f"{part}."
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
