@@ -22,7 +22,7 @@ from conftest import SHORT_EPISODES, TINY, TINY_STEPS
 from test_store import make_batch
 from torchrl_deltairis import keys
 from torchrl_deltairis.data import EpisodeStore
-from torchrl_deltairis.data.store import allocated_bytes, bytes_per_step, store_bytes
+from torchrl_deltairis.data.disk import allocated_bytes, bytes_per_step, store_bytes
 from torchrl_deltairis.build.data import GB, check_disk_space, disk_need
 from torchrl_deltairis.config import RunConfig
 

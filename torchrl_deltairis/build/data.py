@@ -15,7 +15,7 @@ from torchrl.envs import EnvBase
 from torchrl_deltairis.collectors import EpisodeCollector, ExplorationPolicy
 from torchrl_deltairis.config import RunConfig, SplitCollection
 from torchrl_deltairis.data import EpisodeStore
-from torchrl_deltairis.data.store import allocated_bytes, store_bytes
+from torchrl_deltairis.data.disk import allocated_bytes, store_bytes
 from torchrl_deltairis.envs import AtariConfig, EnvConfig, GymConfig, make_batched_env, make_env
 from torchrl_deltairis.policy import ActorCriticTrunk, CollectBurnIn
 from torchrl_deltairis.trainer import CollectionSchedule

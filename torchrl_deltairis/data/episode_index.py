@@ -11,6 +11,9 @@ episode after episode (``order``) so that step ``s`` of episode ``e`` is storage
 from typing import NamedTuple
 
 import torch
+from tensordict import TensorDictBase
+
+from torchrl_deltairis import keys
 
 _INT32_MAX = torch.iinfo(torch.int32).max
 
@@ -169,3 +172,10 @@ class EpisodeIndex:
             raise IndexError(f"episode {episode} out of range [0, {self.num_episodes})")
         start = int(self.offsets()[episode])
         return self.order()[start : start + int(self._lengths[episode])].long()
+
+
+def with_episodes(steps: TensorDictBase, assigned) -> TensorDictBase:
+    """The ``episode`` and ``step`` columns of an ``assign_episodes`` result, added to ``steps``."""
+    steps[keys.EPISODE] = assigned.episode
+    steps[keys.STEP] = assigned.step
+    return steps

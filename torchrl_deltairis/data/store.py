@@ -29,22 +29,18 @@ Reopening: ``EpisodeStore(directory)`` finds ``commit.json``, writes TorchRL's
 directory: since that is the storage's ``scratch_dir``, TorchRL memory-maps the files in place
 (``TensorDict.load_memmap``, zero copy) and sets the length. The writer's cursor is set to ``num_rows``
 and the index is rebuilt from the ``episode``/``step``/``terminated``/``truncated`` columns (~1 s at
-10M steps). Rejected alternatives: ``storage.dumps`` as the commit (it rewrites
-``storage_metadata.json`` in place, not atomically, so a kill can tear it), and a second
-``LazyMemmapStorage(existsok=True)`` initialised by a write (it reruns ``memmap_like`` over the files
-and still starts at length 0 / cursor 0, with no record of what was committed).
+10M steps; the alternatives rejected: docs/torchrl.md "Episode store, sampling and collection").
 Episodes that were still running are never continued after a reopen (the environments are new): the
 next batch of every env row starts a new episode; the unfinished ones stay sampleable. One writer
 process per store; reading the store while another process writes it is not supported.
 """
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
@@ -52,54 +48,10 @@ from torchrl_deltairis import keys
 from torchrl_deltairis.compat import storage_set_length
 from torchrl_deltairis.data.atomic_io import fsync_path, read_json, write_json_atomic
 from torchrl_deltairis.data.batch_input import steps_from_batch
-from torchrl_deltairis.data.episode_index import EpisodeIndex, assign_episodes
+from torchrl_deltairis.data.disk import PADDING_ROW, reserve_rows
+from torchrl_deltairis.data.episode_index import EpisodeIndex, assign_episodes, with_episodes
 
 FORMAT = 1
-PADDING_ROW = 0  # the all-zero row that padded segment positions read
-
-
-def _with_episodes(steps: TensorDictBase, assigned) -> TensorDictBase:
-    """The ``episode`` and ``step`` columns of an ``assign_episodes`` result, added to ``steps``."""
-    steps[keys.EPISODE] = assigned.episode
-    steps[keys.STEP] = assigned.step
-    return steps
-
-
-def bytes_per_step(frame_shape: tuple[int, ...]) -> int:
-    """Bytes one stored step takes in the memmap files, for frames of ``frame_shape`` (C, H, W): the
-    sum over the columns ``add_batch`` writes (``keys.STORE_KEYS``) of their item sizes, measured on
-    one step built by the same code (``steps_from_batch``, then the episode columns). Crafter's
-    (3, 64, 64): 12,318 (12,288 of frame, 30 of action, reward, flags, episode and step)."""
-    flag = torch.zeros(1, 1, dtype=torch.bool)
-    one = TensorDict({keys.PIXELS: torch.zeros(1, 1, *frame_shape, dtype=torch.uint8),
-                      keys.ACTION: torch.zeros(1, 1, dtype=torch.int64), keys.NEXT_REWARD: torch.zeros(1, 1),
-                      keys.NEXT_TERMINATED: flag, keys.NEXT_TRUNCATED: flag}, batch_size=[1, 1])
-    steps, done = steps_from_batch(one, None)
-    no_episode = torch.full((1,), -1, dtype=torch.int64)
-    steps = _with_episodes(steps, assign_episodes(done, no_episode, torch.zeros(1, dtype=torch.int64), 0))
-    return sum(column.element_size() * column.numel() for column in steps.values(True, True))
-
-
-def store_bytes(num_steps: int, frame_shape: tuple[int, ...]) -> int:
-    """Disk bytes of a store holding ``num_steps`` steps: the padding row and the steps, each
-    ``bytes_per_step`` (the memmap files are sparse: rows never written take no space; nothing at all
-    before the first step). What a file system allocates differs by less than one block per file
-    (the rounding of each file to whole blocks, and the three small JSON records)."""
-    return (PADDING_ROW + 1 + num_steps) * bytes_per_step(frame_shape) if num_steps > 0 else 0
-
-
-def allocated_bytes(directory: str | Path) -> int:
-    """Disk bytes the files under ``directory`` take (allocated blocks, not apparent sizes: a
-    store's sparse files count only the rows written); 0 when it does not exist."""
-    total = 0
-    for root, _, files in os.walk(directory):
-        for name in files:
-            try:
-                blocks = os.lstat(os.path.join(root, name)).st_blocks
-            except FileNotFoundError:  # a temporary file replaced meanwhile: nothing to count
-                continue
-            total += blocks * 512
-    return total
 
 
 class EpisodeStore:
@@ -147,7 +99,7 @@ class EpisodeStore:
         self._num_rows = 0  # committed rows, padding row included
         self._end_open_episodes(num_envs=0)
         if commit is not None:
-            self._reopen(commit["num_rows"])
+            self._rollback(commit["num_rows"])
 
     # ---------------------------------------------------------------- accessors
     @property
@@ -230,7 +182,7 @@ class EpisodeStore:
                 )
             self._end_open_episodes(num_envs)
         assigned = assign_episodes(done, self._open_episode, self._open_length, self.num_episodes, keep)
-        steps = _with_episodes(steps, assigned)
+        steps = with_episodes(steps, assigned)
         flat = steps.reshape(-1)  # env-major: each env row's steps stay contiguous on disk
         if keep is not None:
             flat = flat[keep.reshape(-1)]
@@ -264,22 +216,8 @@ class EpisodeStore:
         return tuple(self.storage.get(PADDING_ROW).get(keys.PIXELS).shape)
 
     def _reserve(self, start: int, count: int) -> None:
-        """Allocates the disk blocks of rows ``start .. start + count - 1`` in every memmap file
-        (``posix_fallocate``) before they are written through the memory maps. On a full disk the
-        write then fails here with ``OSError(ENOSPC)`` naming the file, which the CLI reports in one
-        line, instead of the kernel killing the process with SIGBUS at the first page it cannot back
-        (nothing is committed either way). Only the padding row, laid out by a store's first write,
-        is written without it."""
-        for key, column in self.storage.get(PADDING_ROW).items():
-            size = column.numel() * column.element_size()
-            path = self._storage_dir / f"{key}.memmap"
-            fd = os.open(path, os.O_RDWR)
-            try:
-                os.posix_fallocate(fd, start * size, count * size)
-            except OSError as err:
-                raise OSError(err.errno, os.strerror(err.errno), str(path)) from None
-            finally:
-                os.close(fd)
+        """Disk blocks for rows ``start .. start + count - 1`` before they are written (``reserve_rows``)."""
+        reserve_rows(self._storage_dir, self.storage.get(PADDING_ROW), start, count)
 
     def _commit(self) -> None:
         if self.durable:
@@ -298,10 +236,6 @@ class EpisodeStore:
         write_json_atomic(self.directory / "commit.json", record, fsync=self.durable)
 
     # ---------------------------------------------------------------- reopening
-    def _reopen(self, num_rows: int) -> None:
-        """Memory-map the existing files and rebuild the index from the first ``num_rows`` rows."""
-        self._rollback(num_rows)
-
     def _rollback(self, num_rows: int) -> None:
         """The storage's length set to ``num_rows``, the writer's cursor through its ``load_state_dict``,
         then the index from the columns (memmap views, no frame read).
