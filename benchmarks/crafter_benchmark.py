@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import atari100k as sweeps
+from benchmarks import sweep as sweeps
 
 SPLITS = ("train", "test")
 # Smoke budget: 2 epochs, one evaluation (the last epoch's) of 2 test episodes cut at 300 steps.

@@ -41,7 +41,7 @@ import torch
 
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import speed, speed_imagination
+from benchmarks import speed, speed_configs, speed_imagination
 from benchmarks.timing import stopwatch
 from torchrl_deltairis.modules.models import compile_models, configure_execution, resolve_execution
 from torchrl_deltairis.reference import DeltaIrisModels
@@ -156,7 +156,7 @@ class Ours:
 
     def __init__(self, variant: str, compile: bool | str = False, device: torch.device = torch.device("cpu")) -> None:
         self.variant, self.device, self.compile = variant, device, compile
-        self.configs = speed._configs_for(variant)
+        self.configs = speed_configs.configs_for(variant)
         self.execution = resolve_execution(self.device)
         torch.manual_seed(0)
         self.models = compile_models(configure_execution(DeltaIrisModels(self.configs).to(device), self.execution),

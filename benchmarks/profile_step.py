@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
-from benchmarks import speed, speed_imagination
+from benchmarks import speed, speed_configs, speed_imagination
 from torchrl_deltairis.modules.models import MEMORY_FORMATS, configure_execution, resolve_execution
 from torchrl_deltairis.reference import DeltaIrisModels
 
@@ -29,7 +29,7 @@ def step_function(step: str, variant: str, precision: str, memory_format: str, b
     """A function that runs the step once, built as speed.py builds it (CPU, the presets' chunks)."""
     device, bf16 = torch.device("cpu"), precision == "bf16"
     execution = resolve_execution(device, memory_format)
-    configs = speed._configs_for(variant, tiny)
+    configs = speed_configs.configs_for(variant, tiny)
     if step in ("tokenizer", "world_model"):
         runner = speed.TrainingStep(configs, variant, step, memory_format, device,
                                     conv_batch_chunk=execution.conv_batch_chunk, tiny=tiny)

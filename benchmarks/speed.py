@@ -60,6 +60,8 @@ from tensordict import TensorDict
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks import roofline, speed_imagination
+from benchmarks.speed_configs import TINY_PEAK_SIZE, TINY_SEQUENCE_LENGTH, configs_for
+from benchmarks.speed_tables import compare, format_table, read_rows
 from benchmarks.timing import stopwatch
 from torchrl_deltairis.modules.models import (
     MEMORY_FORMATS,
@@ -70,9 +72,8 @@ from torchrl_deltairis.modules.models import (
 )
 from torchrl_deltairis.objectives import TokenizerLoss, WorldModelLoss
 from torchrl_deltairis.optim import apply_gradients
-from torchrl_deltairis.reference import DeltaIrisModels, configs_from_reference
+from torchrl_deltairis.reference import DeltaIrisModels
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "tests" / "data"
 # The reference's seconds per step on this machine's CPU (2 threads), fp32 / bf16 autocast.
 REFERENCE_SECONDS = {
     ("crafter", "tokenizer"): (3.74, 1.11), ("crafter", "world_model"): (0.59, 0.33),
@@ -150,7 +151,7 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
     ``params.common.conv_batch_chunk``."""
     results = []
     for variant in variants:
-        configs = _configs_for(variant, tiny)
+        configs = configs_for(variant, tiny)
         for step, precision in itertools.product(steps, precisions):
             runners = {f: TrainingStep(configs, variant, step, f, device, precomputed_tokens, compile,
                                        conv_batch_chunk, tiny) for f in formats}
@@ -187,106 +188,6 @@ def run(variants: list[str], steps: list[str], precisions: list[str], formats: l
 
 
 # --tiny: work small enough to check the script in seconds on any CPU, not to measure: the shipped
-# configs with 4-channel convnets of 3 stages (3 downsamplings, as the real ones: the same token and
-# latent sizes) and a 2-layer transformer, segments of TINY_SEQUENCE_LENGTH frames, and a matmul peak
-# measured on TINY_PEAK_SIZE² matrices (on a CPU without native bf16, bf16 matmuls are emulated at ~0.5
-# GFLOP/s: the full-size bf16 peak alone took over a minute on a 2-core AVX2 EPYC). Imagination keeps its
-# horizon and batches.
-TINY = {"tokenizer": {"codebook_size": 64, "codebook_dim": 16, "encoder_config": {"latent_dim": 16},
-                      "decoder_config": {"latent_dim": 4 + 4 + 16}, "frame_cnn_config": {"latent_dim": 4}},
-        "world_model": {"latent_vocab_size": 64, "frame_cnn_config": {"latent_dim": 2},
-                        "transformer_config": {"num_layers": 2, "num_heads": 4, "embed_dim": 128}},
-        "actor_critic": {"lstm_dim": 64, "frame_encoder_config": {"latent_dim": 4}}}
-TINY_CNN = {"num_channels": 4, "num_groups": 4, "mult": [1, 1, 1], "down": [1, 1, 1]}
-TINY_SEQUENCE_LENGTH, TINY_PEAK_SIZE = 4, 256
-
-
-def _merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update``'s values, nested dicts merged key by key."""
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = _merge(base[key], value) if isinstance(base.get(key), dict) else value
-    return merged
-
-
-def reference_config(variant: str, tiny: bool = False) -> dict:
-    """The shipped full-size config of ``variant`` (the test manifests hold it), or its tiny version."""
-    config = json.loads((MANIFESTS / f"{variant}_full_manifest.json").read_text())["config"]
-    if not tiny:
-        return config
-    cnns = {part: {k: TINY_CNN for k, v in config[part].items() if k.endswith("_config") and "down" in v}
-            for part in config}
-    cnns["actor_critic"] = {"frame_encoder_config": TINY_CNN}
-    return _merge(_merge(config, cnns), TINY)
-
-
-def _configs_for(variant: str, tiny: bool = False):
-    return configs_from_reference(reference_config(variant, tiny))
-
-
-def format_table(results: list[dict]) -> str:
-    lines = ["| variant | step | precision | memory format | ours (s) | reference, Part D (s) "
-             "| reference / ours | ATen ops / step | host syncs / step | GFLOP/s (share of the matmul peak) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['variant']} | {r['step']} | {r['precision']} | {r['memory_format']} | "
-                     f"{r['seconds_median']:.3f} | {r['reference_seconds_cpu']:.2f} | "
-                     f"{r['speedup_vs_reference']:.2f}× | {_count(r, 'ops_per_step')} | "
-                     f"{_count(r, 'syncs_per_step')} | {roofline.describe(r)} |")
-    return "\n".join(lines)
-
-
-def _count(row: dict, key: str) -> str:
-    """A row's ops or syncs per step for a table cell (blank in a file saved before they were counted)."""
-    return f"{row[key]:g}" if key in row else ""
-
-
-def row_key(row: dict) -> tuple:
-    """What a row measures: device type, variant, step, precision, memory format, batch."""
-    return (row["device"].split(":")[0], row["variant"], row["step"], row["precision"],
-            row.get("memory_format", "-"), row.get("batch", "-"))
-
-
-def row_metric(row: dict) -> tuple[float, bool]:
-    """(value, higher is better): seconds per step, or imagined steps per second through ``env.rollout``."""
-    if "seconds_median" in row:
-        return row["seconds_median"], False
-    return row["steps_per_s_rollout"], True
-
-
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a ``--json`` file (or of a bare list of rows)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"error: cannot read speed results from {path}: {err}") from None
-    rows = data["results"] if isinstance(data, dict) and "results" in data else data
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "variant" in r for r in rows):
-        raise SystemExit(f"error: {path}: expected a speed.py --json file ({{'results': [rows]}})")
-    return rows
-
-
-def compare(new: list[dict], old: list[dict]) -> str:
-    """A markdown table of the rows both runs have: old, new, new/old and the speed-up (> 1: new is faster)."""
-    old_by_key = {row_key(r): r for r in old}
-    lines = ["| device | variant | step | precision | memory format | batch | old | new | new/old | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    matched = 0
-    for row in new:
-        if (before := old_by_key.get(row_key(row))) is None:
-            continue
-        matched += 1
-        (value, higher), (was, _) = row_metric(row), row_metric(before)
-        unit = " steps/s" if higher else " s"
-        speedup = value / was if higher else was / value
-        lines.append("| " + " | ".join(map(str, row_key(row))) + f" | {was:.3f}{unit} | {value:.3f}{unit} | "
-                     f"{value / was:.3f} | {speedup:.2f}× |")
-    only_new = len(new) - matched
-    only_old = len({row_key(r) for r in old} - {row_key(r) for r in new})
-    lines.append(f"({matched} rows compared; {only_new} only in the new run, {only_old} only in the old one)")
-    return "\n".join(lines)
-
-
 def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Every requested step on one device (component steps, then actor-critic and imagination)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
@@ -304,7 +205,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[dict]:
     batches = args.batches or ([1, 16, 64] + ([256, 1024] if device.type == "cuda" else []))
     execution = Execution(memory_format=args.memory_formats[0], conv_batch_chunk=chunk)
     ac_rows = speed_imagination.run(args.variants, args.steps, args.precisions, device, args.warmup,
-                                    args.repeats, batches, lambda variant: _configs_for(variant, args.tiny), peaks,
+                                    args.repeats, batches, lambda variant: configs_for(variant, args.tiny), peaks,
                                     args.compile, execution)
     if results:
         print(format_table(results))

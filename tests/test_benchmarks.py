@@ -16,7 +16,8 @@ import torch
 from conftest import TINY
 from hydra import compose, initialize_config_dir
 
-from benchmarks import atari100k, roofline, runtime, speed, speed_imagination
+from benchmarks import atari100k, roofline, runtime, speed, speed_configs, speed_imagination
+from benchmarks import sweep as sweep_lib
 from benchmarks import crafter_benchmark as crafter
 from benchmarks.timing import stopwatch
 from torchrl_deltairis.reference import DeltaIrisModels
@@ -70,8 +71,7 @@ def fake_train(tmp_path, monkeypatch):
         (app / "conf" / name).parent.mkdir(parents=True, exist_ok=True)
         (app / "conf" / name).write_text(text)
     (app / "train.py").write_text(textwrap.dedent(FAKE_TRAIN))
-    monkeypatch.setattr(atari100k, "TRAIN_SCRIPT", app / "train.py")
-    monkeypatch.setattr(crafter.sweeps, "TRAIN_SCRIPT", app / "train.py")
+    monkeypatch.setattr(sweep_lib, "TRAIN_SCRIPT", app / "train.py")  # both sweeps' (benchmarks/sweep.py)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_TRAIN_LOG", str(log))
     return log
@@ -115,7 +115,7 @@ def test_joblib_launcher_and_aggregation(tmp_path, fake_train, capsys):
 
 
 def test_blocks_group_games_by_unfinished_seeds(tmp_path):
-    sweep = atari100k.Sweep(tmp_path, "atari", "atari", ["A", "B", "C"], [0, 1, 2])
+    sweep = sweep_lib.Sweep(tmp_path, "atari", "atari", ["A", "B", "C"], [0, 1, 2])
     for game, seed in [("A", 0), ("B", 0), ("C", 0), ("C", 1), ("C", 2)]:
         sweep.folder(game, seed).mkdir(parents=True)
         (sweep.folder(game, seed) / "results.json").write_text(json.dumps({"game": game, "seed": seed, "score": 1}))
@@ -125,7 +125,7 @@ def test_blocks_group_games_by_unfinished_seeds(tmp_path):
                        "params.common.resume=auto", f"hydra.sweep.dir={tmp_path}",
                        "hydra.sweep.subdir=${env.train.id}/seed${params.common.seed}"]
     (sweep.folder("A", 0) / "results.json").write_text(json.dumps({"game": "B", "seed": 0, "score": 1}))
-    with pytest.raises(atari100k.SweepError, match="holds game 'B' seed 0, expected 'A' seed 0"):
+    with pytest.raises(sweep_lib.SweepError, match="holds game 'B' seed 0, expected 'A' seed 0"):
         sweep.results()
 
 
@@ -170,7 +170,7 @@ def test_crafter_report_of_a_run_without_finished_training_episodes(tmp_path):
     summary = crafter.report(results, tmp_path)
     assert summary["splits"]["train"]["episodes"] == 0 and summary["splits"]["test"]["episodes"] == 2
     assert "–" in crafter.format_table(summary, "train")
-    with pytest.raises(atari100k.SweepError, match="has no 'crafter' entry"):
+    with pytest.raises(sweep_lib.SweepError, match="has no 'crafter' entry"):
         crafter.summarise([{"seed": 0, "game": "Pong"}])
 
 
@@ -242,7 +242,7 @@ def test_imagination_syncs_no_host_per_step_and_an_update_once(monkeypatch):
     """What bounds a GPU at Δ-IRIS's batch sizes, counted on the CPU: an imagined step through
     ``env.rollout`` (ends and partial resets included) makes no host sync and the same launches at any
     batch; a tokenizer or world-model update makes one (apply_gradients' finite check)."""
-    configs, cpu = speed._configs_for("atari", tiny=True), torch.device("cpu")
+    configs, cpu = speed_configs.configs_for("atari", tiny=True), torch.device("cpu")
     for step in ("tokenizer", "world_model"):
         runner = speed.TrainingStep(configs, "atari", step, "contiguous", cpu, tiny=True)
         runner.timed(bf16=False)  # warm-up: the optimizer's state
