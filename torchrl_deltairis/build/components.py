@@ -91,9 +91,9 @@ class ActorCriticParts:
 
     component: Component
     trunk: ActorCriticTrunk  # the policy network on TensorDicts (real collection)
-    dream: Callable[[TensorDictBase], TensorDictBase]  # segments [B, burn_in + 1] -> imagined [B, H] (videos)
+    imagine_segments: Callable[[TensorDictBase], TensorDictBase]  # segments [B, burn_in + 1] -> imagined [B, H]
     loss: torch.nn.Module  # the configured LossModule (its state goes into the checkpoint)
-    env: ImaginationEnv  # the world model as a TorchRL env: dream's, the on-policy loss's (off-policy: a fixed-batch twin)
+    env: ImaginationEnv  # the world model as a TorchRL env: imagine_segments', the on-policy loss's (off-policy: a fixed-batch twin)
 
 
 def make_actor_critic_component(run: RunConfig, models: DeltaIrisModels, store: EpisodeStore,
@@ -124,7 +124,7 @@ def make_actor_critic_component(run: RunConfig, models: DeltaIrisModels, store: 
                          autocast_dtype=autocast_dtype, compile_step=run.common.compile)
     with_target = resolved.name in (None, "reinforce")
 
-    def dream(segments: TensorDictBase) -> TensorDictBase:
+    def imagine_segments(segments: TensorDictBase) -> TensorDictBase:
         return imagine(env, actor, actor_critic, context_of(segments), horizon, with_target=with_target)
 
     common = dict(trained=trained, after_update=targets.step if targets is not None else None, loss=MaskedLoss(loss))
@@ -133,7 +133,7 @@ def make_actor_critic_component(run: RunConfig, models: DeltaIrisModels, store: 
         estimator = loss.value_estimator if uses_value_estimator(loss, resolved) else None
 
         def prepare(segments: TensorDictBase) -> TensorDictBase:
-            data = dream(segments)
+            data = imagine_segments(segments)
             if estimator is not None:
                 with torch.no_grad():  # advantages once per imagined batch, from the critic before the updates
                     data = estimator(data)
@@ -148,7 +148,7 @@ def make_actor_critic_component(run: RunConfig, models: DeltaIrisModels, store: 
     else:
         component = _off_policy_component(run, models, store, counts, device, seed, actor, state_spec, resolved,
                                           common, generators)
-    return ActorCriticParts(component, trunk, dream, loss, env)
+    return ActorCriticParts(component, trunk, imagine_segments, loss, env)
 
 
 def _off_policy_component(run, models, store, counts, device, seed, actor, state_spec, resolved, common,

@@ -20,7 +20,7 @@ from torchrl_deltairis.policy import ActorCriticTrunk
 from torchrl_deltairis.reference import DeltaIrisModels
 
 
-def make_evaluate(run: RunConfig, run_dir: Path, models: DeltaIrisModels, trunk: ActorCriticTrunk, dream,
+def make_evaluate(run: RunConfig, run_dir: Path, models: DeltaIrisModels, trunk: ActorCriticTrunk, imagine_segments,
                   device: torch.device, seed: int):
     """Test episodes with the current policy (epsilon 0, sampling), then the tokenizer and world-model
     losses over them and a reconstruction image, as the reference's evaluation; plus the media: the
@@ -72,10 +72,10 @@ def make_evaluate(run: RunConfig, run_dir: Path, models: DeltaIrisModels, trunk:
         if run.evaluation.tokenizer.save_reconstructions and epoch > training.tokenizer.start_after_epochs:
             segments = next(traverse_segments(store, training.tokenizer.sequence_length, 8))
             save_reconstructions(models.tokenizer, segments.to(device), media / "reconstructions", epoch)
-        if epoch > training.world_model.start_after_epochs:  # the policy dreams from the first test frames
+        if epoch > training.world_model.start_after_epochs:  # the policy imagines from the first test frames
             with torch.no_grad():
                 segments = next(traverse_segments(store, burn_in + 1, 8)).to(device)
-                rollout = dream(segments)
+                rollout = imagine_segments(segments)
             imagination_video(segments.get(keys.PIXELS), rollout.get(keys.NEXT_PIXELS),
                               rollout.get(keys.NEXT_TERMINATED)[..., 0],
                               media / "videos" / f"epoch_{epoch:04d}_imagination.gif")

@@ -190,8 +190,8 @@ def _build_parts(run: RunConfig, run_dir: Path, state: dict | None, logger: RunL
     components = make_model_components(run, models, store, counts, device, seed, generators)
     ac = make_actor_critic_component(run, models, store, counts, device, seed, trunk=trunk, generators=generators)
     components.append(ac.component)
-    dream = ac.dream
-    evaluate, test_collector, test_store = make_evaluate(run, run_dir, models, trunk, dream, device, seed)
+    evaluate, test_collector, test_store = make_evaluate(run, run_dir, models, trunk, ac.imagine_segments, device,
+                                                         seed)
     if test_collector is not None:
         started.callback(test_collector.shutdown)
     train_saver = EpisodeSaver(run_dir / "media" / "episodes" / "train", store,
