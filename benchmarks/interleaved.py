@@ -4,8 +4,8 @@ changing load cannot skew.
     python benchmarks/interleaved.py --reference /tmp/delta-iris/src --variant atari --json atari.json
     python benchmarks/interleaved.py --reference /tmp/delta-iris/src --variant crafter --rows tokenizer imagination
 
-``shared/anchor-bench/side_by_side.sh`` runs the reference's benchmark and then ``speed.py``, some ten
-minutes apart; on these shared virtual machines the speed of a core changes more than that between
+Running the reference's own benchmark and then ``speed.py`` puts some ten minutes between the two
+measurements; on shared virtual machines the speed of a core changes more than that between
 the two (the bf16 matmul rate measured at the start of ``speed.py`` has read from 920 to 2,090 GFLOP/s
 on the same Xeon). Here each repetition times the reference's step and then ours on the same work, and
 the figure reported is the median of the per-repetition ratios (reference time / ours: above 1, we are
