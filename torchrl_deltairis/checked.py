@@ -23,7 +23,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["setting", "parse", "convert", "field_doc", "describe"]
+__all__ = ["setting", "parse", "convert", "check_keys", "field_doc", "describe"]
 
 
 def setting(default: Any = dataclasses.MISSING, *, doc: str, low: float | None = None, high: float | None = None,
@@ -105,19 +105,17 @@ def _range_text(meta: Mapping, integer: bool) -> str:
 
 def convert(f: dataclasses.Field, tp: Any, value: Any, where: str) -> Any:
     """``value`` for field ``f`` of type ``tp``: typed, and checked against the field's range and choices."""
-    kinds = _members(tp)
+    kinds, meta = _members(tp), f.metadata
     for kind in kinds:
         ok, typed = _as(kind, value, where)
         if ok:
             break
     else:
-        meta = f.metadata
         if meta.get("low") is not None or meta.get("high") is not None:  # a number of the wrong kind
             expected = _range_text(meta, any((typing.get_origin(k) or k) is int for k in kinds))
         else:
             expected = _expected_kinds(kinds)
         raise ValueError(f"{where}={value!r}; expected {expected}")
-    meta = f.metadata
     if isinstance(typed, float) and not math.isfinite(typed):
         raise ValueError(f"{where}={value!r}; expected a finite number")
     choices = meta.get("choices")
@@ -132,6 +130,14 @@ def convert(f: dataclasses.Field, tp: Any, value: Any, where: str) -> Any:
     return typed
 
 
+def check_keys(node: Mapping, where: str, allowed: Any, *, ignore: Any = ()) -> None:
+    """A one-line error naming the first key of ``node`` that is neither ``allowed`` nor ignored."""
+    allowed = set(allowed)
+    unknown = sorted(set(node) - allowed - set(ignore))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]} is not a key; expected one of {sorted(allowed)}")
+
+
 def parse(cls: type, node: Any, where: str, *, ignore: tuple[str, ...] = ()) -> Any:
     """Dataclass ``cls`` from the mapping ``node`` (the config at ``where``): every key must be a field
     (or in ``ignore``), every field without a default must be set, every value is typed and checked."""
@@ -139,9 +145,7 @@ def parse(cls: type, node: Any, where: str, *, ignore: tuple[str, ...] = ()) -> 
         raise ValueError(f"{where}={node!r}; expected a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(node) - set(names) - set(ignore))
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not a key; expected one of {sorted(names)}")
+    check_keys(node, where, names, ignore=ignore)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if not f.init:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from torchrl_deltairis.checked import convert
+from torchrl_deltairis.checked import check_keys, convert
 from torchrl_deltairis.modules.actor_critic import ActorCriticConfig
 from torchrl_deltairis.modules.convnet import FrameCnnConfig
 from torchrl_deltairis.modules.models import DeltaIrisModels
@@ -84,10 +84,7 @@ def _fields_from(cls, node: Mapping[str, Any], where: str, *, skip: Iterable[str
 
 
 def _check_keys(node: Mapping[str, Any], where: str, allowed: Iterable[str]) -> None:
-    allowed = set(allowed) | _META
-    unknown = sorted(set(node) - allowed)
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not a key; expected one of {sorted(allowed - _META)}")
+    check_keys(node, where, allowed, ignore=_META)
 
 
 def _cnn(d: Mapping[str, Any], where: str) -> FrameCnnConfig:

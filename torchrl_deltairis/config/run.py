@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from torchrl_deltairis.checked import describe, parse
+from torchrl_deltairis.checked import check_keys, describe, parse
 from torchrl_deltairis.config.sections import (
     CollectionConfig,
     CommonConfig,
@@ -84,9 +84,7 @@ class RunConfig:
 
         tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         params = tree["params"]
-        unknown = sorted(set(params) - set(_PARAMS))
-        if unknown:
-            raise ValueError(f"params.{unknown[0]} is not a key; expected one of {sorted(_PARAMS)}")
+        check_keys(params, "params", _PARAMS)
         ac = params["actor_critic"]
         # the sources of interpolated values first, so that an error names the key that was set
         imagination = parse(ImaginationConfig, {k: ac[k] for k in _IMAGINATION_FIELDS if k in ac},
