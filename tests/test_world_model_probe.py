@@ -7,10 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tensordict import TensorDict
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tensordict import TensorDict
 
 from benchmarks import tokenizer_offline, world_model_probe
 from conftest import small_models
