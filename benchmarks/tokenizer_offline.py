@@ -11,7 +11,9 @@ batch size, segment length and precision), on CPU, on segments drawn uniformly f
 reconstruction error on 64 held-out windows, as ``world_model_probe.py``'s first probe measures it:
 over whole frames and over the pixels that changed between the two frames (the moving sprites, which
 a tokenizer that has not learned them yet draws as a blur), with the seconds spent so far. ``--png``
-saves 8 held-out transitions: the frame, the next frame, its reconstruction.
+saves 8 held-out transitions: the frame, the next frame, its reconstruction. ``--save tok.pt`` keeps
+the trained tokenizer, for a run to start from (``params.initialization.path_to_checkpoint=tok.pt
+params.initialization.load_world_model=false params.initialization.load_actor_critic=false``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLoss
 from torchrl_deltairis.optim import apply_gradients, make_optimizer
 from torchrl_deltairis.play.loading import ACTION_KEY
 from torchrl_deltairis.play.sources import open_stores
+from torchrl_deltairis.reference import to_reference_state_dict
 
 HELD_OUT = 10  # every tenth episode
 EVAL_WINDOWS = 64
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=250, help="print the held-out errors every N updates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", type=Path, default=None, help="save held-out reconstructions here")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="save the trained tokenizer here (a reference-format checkpoint of tokenizer.* keys)")
     args = parser.parse_args(argv)
     if args.updates < 1 or args.every < 1:
         parser.error(f"--updates={args.updates} --every={args.every}; expected positive counts")
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{weights} does not exist; the action count comes from the run's checkpoint")
     num_actions = int(read_torch_file(weights, "the checkpoint")[ACTION_KEY].shape[0])
     torch.manual_seed(args.seed)
-    tokenizer = make_models(run, num_actions, torch.device("cpu")).tokenizer.train()
+    models = make_models(run, num_actions, torch.device("cpu"))
+    tokenizer = models.tokenizer.train()
     loss = TokenizerLoss(tokenizer, run.models.tokenizer_loss)
     optimizer = make_optimizer(tokenizer, lr=run.training.learning_rate_of("tokenizer"),
                                weight_decay=training.weight_decay)
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"the pixels that changed ({time.perf_counter() - started:.0f} s)", flush=True)
     if args.png is not None:
         reconstruction_sheet(tokenizer.eval(), evaluation, args.png)
+    if args.save is not None:
+        state = {k: v for k, v in to_reference_state_dict(models).items() if k.startswith("tokenizer.")}
+        torch.save(state, args.save)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from tensordict import TensorDict
 from benchmarks import tokenizer_offline, world_model_probe
 from conftest import small_models
 from torchrl_deltairis import keys
-from torchrl_deltairis.build.models import make_models
+from torchrl_deltairis.build.models import initialize_models, make_models
 from torchrl_deltairis.config import RunConfig
+from torchrl_deltairis.config.sections import InitializationConfig
 from torchrl_deltairis.data import EpisodeStore
 from torchrl_deltairis.reference import to_reference_state_dict
 
@@ -203,10 +204,20 @@ def test_the_tokenizer_trained_offline_on_a_run_folder(run_folder, tmp_path, cap
     """benchmarks/tokenizer_offline.py: the preset's tokenizer trained on the stored episodes, the
     held-out errors printed every --every updates, the reconstructions saved."""
     tokenizer_offline.main([str(run_folder), "params=smoke", "--updates", "3", "--every", "2",
-                            "--png", str(tmp_path / "rec.png")])
+                            "--png", str(tmp_path / "rec.png"), "--save", str(tmp_path / "tok.pt")])
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in out] == ["update 2", "update 3"]
     assert all("over the pixels that changed" in line for line in out)
     assert (tmp_path / "rec.png").is_file()
+    # a run starts from the saved tokenizer: its weights, not the untrained ones of the run folder
+    run = RunConfig.from_hydra(OmegaConf.load(run_folder / "config" / "trainer.yaml"))
+    models = make_models(run, 17, torch.device("cpu"))
+    init = InitializationConfig(str(tmp_path / "tok.pt"), load_world_model=False, load_actor_critic=False)
+    assert initialize_models(models, init) == ["tokenizer"]
+    untrained = torch.load(run_folder / "checkpoints" / "last.pt", weights_only=True)
+    saved = torch.load(tmp_path / "tok.pt", weights_only=True)
+    loaded = to_reference_state_dict(models)
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert not all(torch.equal(untrained[k], v) for k, v in saved.items())
     with pytest.raises(SystemExit):
         tokenizer_offline.main([str(run_folder), "params=smoke", "--updates", "0"])
