@@ -31,7 +31,7 @@ from tensordict import TensorDict
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.runtime import compose_config
-from benchmarks.world_model_probe import reconstruction_errors, stacked
+from benchmarks.world_model_probe import check_output_folders, reconstruction_errors, stacked
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import read_torch_file
 from torchrl_deltairis.build.models import make_models
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.updates < 1 or args.every < 1:
         parser.error(f"--updates={args.updates} --every={args.every}; expected positive counts")
+    check_output_folders(parser, args, "png", "save")
     stores = open_stores(args.run_dir)
     if "train" not in stores:
         parser.error(f"{args.run_dir / 'dataset' / 'train'} holds no episodes; expected a run folder")

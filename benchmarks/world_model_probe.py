@@ -168,6 +168,14 @@ def dream_sheet(windows: list[TensorDictBase], dreamt: torch.Tensor, burn_in: in
     Image.fromarray(sheet).resize((2 * sheet.shape[1], 2 * sheet.shape[0]), Image.NEAREST).save(path)
 
 
+def check_output_folders(parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
+    """Before any work: the files these options name must go into folders that exist."""
+    for flag in flags:
+        path = getattr(args, flag)
+        if path is not None and not path.resolve().parent.is_dir():
+            parser.error(f"--{flag}={str(path)!r}: its folder does not exist")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run folder")
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.windows < 1:
         parser.error(f"--windows={args.windows}; expected a positive count")
+    check_output_folders(parser, args, "png")
     stores = open_stores(args.run_dir)
     if args.split not in stores:
         parser.error(f"{args.run_dir / 'dataset' / args.split} holds no episodes; expected a run folder with "

@@ -219,5 +219,8 @@ def test_the_tokenizer_trained_offline_on_a_run_folder(run_folder, tmp_path, cap
     loaded = to_reference_state_dict(models)
     assert all(torch.equal(loaded[k], v) for k, v in saved.items())
     assert not all(torch.equal(untrained[k], v) for k, v in saved.items())
-    with pytest.raises(SystemExit):
-        tokenizer_offline.main([str(run_folder), "params=smoke", "--updates", "0"])
+    for bad, said in ((["--updates", "0"], "expected positive counts"),
+                      (["--save", str(tmp_path / "missing" / "tok.pt")], "its folder does not exist")):
+        with pytest.raises(SystemExit):
+            tokenizer_offline.main([str(run_folder), "params=smoke", *bad])
+        assert said in capsys.readouterr().err
