@@ -19,29 +19,30 @@ params.initialization.load_world_model=false params.initialization.load_actor_cr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tensordict import TensorDict
 
 if __package__ in (None, ""):  # run as a file: import the sibling scripts as the benchmarks package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 from benchmarks.runtime import compose_config
-from benchmarks.world_model_probe import check_output_folders, reconstruction_errors, stacked
+from benchmarks.world_model_probe import check_output_folders, reconstruction_errors, save_sheet, stacked
 from torchrl_deltairis import keys
 from torchrl_deltairis.checkpoint import read_torch_file
+from torchrl_deltairis.build.components import make_component
 from torchrl_deltairis.build.models import make_models
 from torchrl_deltairis.config import RunConfig
 from torchrl_deltairis.objectives.tokenizer_loss import TokenizerLoss
-from torchrl_deltairis.optim import apply_gradients, make_optimizer
 from torchrl_deltairis.play.loading import ACTION_KEY
 from torchrl_deltairis.play.sources import open_stores
 from torchrl_deltairis.reference import to_reference_state_dict
 
+CPU = torch.device("cpu")
 HELD_OUT = 10  # every tenth episode
 EVAL_WINDOWS = 64
 
@@ -67,9 +68,9 @@ def reconstruction_sheet(tokenizer, windows: list, path: Path) -> None:
     frames, actions, _ = stacked(windows[:8])
     with torch.no_grad():
         rebuilt = tokenizer.encode_decode(frames[:, :1], actions[:, :1], frames[:, 1:2])
-    rows = torch.cat([torch.cat([frames[i, 0], frames[i, 1], rebuilt[i, 0]], dim=-1) for i in range(len(frames))], -2)
-    sheet = (rows.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(sheet).resize((4 * sheet.shape[1], 4 * sheet.shape[0]), Image.NEAREST).save(path)
+    rows = [(torch.cat([frames[i, 0], frames[i, 1], rebuilt[i, 0]], dim=-1).clamp(0, 1) * 255).round().to(torch.uint8)
+            for i in range(len(frames))]
+    save_sheet(rows, path, scale=4)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,30 +104,29 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{weights} does not exist; the action count comes from the run's checkpoint")
     num_actions = int(read_torch_file(weights, "the checkpoint")[ACTION_KEY].shape[0])
     torch.manual_seed(args.seed)
-    models = make_models(run, num_actions, torch.device("cpu"))
-    tokenizer = models.tokenizer.train()
-    loss = TokenizerLoss(tokenizer, run.models.tokenizer_loss)
-    optimizer = make_optimizer(tokenizer, lr=run.training.learning_rate_of("tokenizer"),
-                               weight_decay=training.weight_decay)
+    models = make_models(run, num_actions, CPU)
     rng = random.Random(args.seed)
+
+    def sample() -> TensorDict:
+        return batch_of(segments(train, training.sequence_length, training.batch_num_samples, rng))
+
+    # the run's own update (autocast, gradient accumulation and clipping, non-finite steps skipped)
+    component = make_component(run, "tokenizer", models.tokenizer, TokenizerLoss(models.tokenizer,
+                               run.models.tokenizer_loss), None, None, CPU, args.seed,
+                               source=(sample, lambda batch: None), bf16=run.training.bf16)
     evaluation = segments(held, 2, EVAL_WINDOWS, random.Random(args.seed + 1))
-    started = time.perf_counter()
-    for update in range(1, args.updates + 1):
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(training.grad_acc_steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.training.bf16):
-                out = loss(batch_of(segments(train, training.sequence_length, training.batch_num_samples, rng)))
-            total = sum(out.get(k) for k in out.keys() if k.startswith("loss_"))
-            (total / training.grad_acc_steps).backward()
-        apply_gradients(optimizer, tokenizer.parameters(), training.max_grad_norm)
-        if update % args.every == 0 or update == args.updates:
-            tokenizer.eval()
-            whole, changed = reconstruction_errors(tokenizer, evaluation)
-            tokenizer.train()
-            print(f"update {update}: held-out reconstruction error {whole:.4f} over whole frames, {changed:.4f} over "
-                  f"the pixels that changed ({time.perf_counter() - started:.0f} s)", flush=True)
+    started, done = time.perf_counter(), 0
+    while done < args.updates:
+        steps = min(args.every, args.updates - done)
+        component.schedule = dataclasses.replace(component.schedule, start_after_epochs=0, steps_first_epoch=None,
+                                                 steps_per_epoch=steps)
+        component.train_epoch(1, CPU, progress=False)  # epoch 1: no visit counts to move
+        done += steps
+        whole, changed = reconstruction_errors(models.tokenizer, evaluation)
+        print(f"update {done}: held-out reconstruction error {whole:.4f} over whole frames, {changed:.4f} over "
+              f"the pixels that changed ({time.perf_counter() - started:.0f} s)", flush=True)
     if args.png is not None:
-        reconstruction_sheet(tokenizer.eval(), evaluation, args.png)
+        reconstruction_sheet(models.tokenizer, evaluation, args.png)
     if args.save is not None:
         state = {k: v for k, v in to_reference_state_dict(models).items() if k.startswith("tokenizer.")}
         torch.save(state, args.save)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def open_loop(core: ImaginationCore, windows: list[TensorDictBase], burn_in: int
     core.generator = torch.Generator().manual_seed(seed)
     frames, actions, rewards = stacked(windows)
     core.reset(frames[:, : burn_in + 1], actions[:, :burn_in])
-    frame = (frames[:, burn_in] * 255).round().to(torch.uint8)
+    frame = torch.stack([w.get(keys.PIXELS)[burn_in] for w in windows])  # uint8, as imagined frames are
     imagined, dreamt = [], [frame]
     for t in range(burn_in, actions.size(1) - 1):
         frame, reward, _ = core(frame, actions[:, t])
@@ -126,23 +127,30 @@ def open_loop(core: ImaginationCore, windows: list[TensorDictBase], burn_in: int
 
 @torch.no_grad()
 def predicted_rewards(tokenizer: Tokenizer, world_model: WorldModel, windows: list[TensorDictBase],
-                      action: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(E r, P(r≠0))`` ``[N]`` predicted for each window's last step, with its stored action or, if
-    ``action`` is given, with that action in its place (P(r≠0) is nan for a two-hot head)."""
+                      last_actions: Sequence[int | None] = (None,)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E r, P(r≠0))`` ``[N, len(last_actions)]`` predicted for each window's last step, with each of
+    ``last_actions`` in place of its stored action (``None``: the stored one); P(r≠0) is nan for a
+    two-hot head. The tokens do not depend on the last action: each window's are computed once."""
     expected, nonzero = [], []
     for start in range(0, len(windows), CHUNK):
         frames, actions, _ = stacked(windows[start: start + CHUNK])
-        if action is not None:
-            actions[:, -1] = action
         tokens = tokenizer(frames[:, :-1], actions[:, :-1], frames[:, 1:], update_codebook=False).tokens
-        logits = world_model(world_model.training_sequence(frames, actions, tokens)).logits_rewards[:, -1].float()
-        if world_model.config.reward_head == "two_hot":
-            expected.append(functional.two_hot_expectation(logits))
-            nonzero.append(torch.full_like(expected[-1], float("nan")))
-        else:
-            p = logits.softmax(-1)  # classes -1, 0, +1
-            expected.append(p[:, 2] - p[:, 0])
-            nonzero.append(1 - p[:, 1])
+        chunk_expected, chunk_nonzero = [], []
+        for action in last_actions:
+            if action is not None:
+                actions = actions.clone()
+                actions[:, -1] = action
+            sequence = world_model.training_sequence(frames, actions, tokens)
+            logits = world_model(sequence).logits_rewards[:, -1].float()
+            if world_model.config.reward_head == "two_hot":
+                chunk_expected.append(functional.two_hot_expectation(logits))
+                chunk_nonzero.append(torch.full_like(chunk_expected[-1], float("nan")))
+            else:
+                p = logits.softmax(-1)  # classes -1, 0, +1
+                chunk_expected.append(p[:, 2] - p[:, 0])
+                chunk_nonzero.append(1 - p[:, 1])
+        expected.append(torch.stack(chunk_expected, dim=1))
+        nonzero.append(torch.stack(chunk_nonzero, dim=1))
     return torch.cat(expected), torch.cat(nonzero)
 
 
@@ -150,12 +158,19 @@ def reward_head(tokenizer: Tokenizer, world_model: WorldModel, windows: list[Ten
     if not windows:
         nan = float("nan")
         return RewardHead(0, nan, nan, nan, nan)
-    expected, nonzero = predicted_rewards(tokenizer, world_model, windows)
     num_actions = world_model.act_emb.weight.shape[0]
-    per_action = torch.stack([predicted_rewards(tokenizer, world_model, windows, a)[0] for a in range(num_actions)], 1)
+    expected, nonzero = predicted_rewards(tokenizer, world_model, windows, (None, *range(num_actions)))
+    per_action = expected[:, 1:]  # [N, A]
     spread = per_action.max(1).values - per_action.min(1).values
-    return RewardHead(len(windows), nonzero.mean().item(), expected.abs().mean().item(), spread.mean().item(),
-                      spread.median().item())
+    return RewardHead(len(windows), nonzero[:, 0].mean().item(), expected[:, 0].abs().mean().item(),
+                      spread.mean().item(), spread.median().item())
+
+
+def save_sheet(rows: list[torch.Tensor], path: Path, scale: int) -> None:
+    """Rows of uint8 frames side by side (``[C, H, W·n]`` each), one above the other, as a PNG ``scale``
+    times larger (nearest neighbour)."""
+    sheet = torch.cat(rows, dim=-2).permute(1, 2, 0).numpy()
+    Image.fromarray(sheet).resize((scale * sheet.shape[1], scale * sheet.shape[0]), Image.NEAREST).save(path)
 
 
 def dream_sheet(windows: list[TensorDictBase], dreamt: torch.Tensor, burn_in: int, path: Path) -> None:
@@ -164,8 +179,7 @@ def dream_sheet(windows: list[TensorDictBase], dreamt: torch.Tensor, burn_in: in
     for window, dream in zip(windows[:8], dreamt[:8]):
         real = window.get(keys.PIXELS)[burn_in:]
         rows += [torch.cat(list(real), dim=-1), torch.cat(list(dream), dim=-1)]
-    sheet = torch.cat(rows, dim=-2).permute(1, 2, 0).numpy()
-    Image.fromarray(sheet).resize((2 * sheet.shape[1], 2 * sheet.shape[0]), Image.NEAREST).save(path)
+    save_sheet(rows, path, scale=2)
 
 
 def check_output_folders(parser: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
