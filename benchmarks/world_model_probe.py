@@ -17,7 +17,9 @@ windows drawn with a fixed seed:
    stretch goes on too). It reports the rewards (of size 0.5 or more: every Atari reward, Crafter's
    achievements) per 1,000 steps in the real stretches and in their imagined twins. A world model that
    cannot draw what pays (enemies, a ball) imagines far fewer rewards than the real episodes hold, and
-   then the imagined returns carry no signal for the policy. ``--png`` saves the first 8 windows: each real row above its imagined twin.
+   then the imagined returns carry no signal for the policy. A second line splits both by the step after
+   the context: the first imagined frame is decoded from a real one, later ones from imagined ones, so a
+   tokenizer that loses the sprites pays at the first step and not after. ``--png`` saves the first 8 windows: each real row above its imagined twin.
 3. **Reward head**: the world model runs teacher-forced (as in its training) over windows of
    ``params.training.world_model.sequence_length`` steps, and the reward predicted for each window's
    last step is read at that step's action position (the frames and actions up to it, not the next
@@ -125,6 +127,13 @@ def open_loop(core: ImaginationCore, windows: list[TensorDictBase], burn_in: int
     return rewards[:, burn_in:-1], torch.stack(imagined, dim=1), torch.stack(dreamt, dim=1)
 
 
+def rewards_by_step(real: torch.Tensor, imagined: torch.Tensor) -> str:
+    """Rewards per 1,000 steps at each step of the open loop ``[N, H]``: where imagination stops paying
+    (the first step decodes from a real frame, later ones from imagined frames)."""
+    per_step = [1000 * x.abs().ge(PAID).float().mean(0) for x in (real, imagined)]
+    return " ".join(f"{k + 1}: {r:.0f}/{i:.0f}" for k, (r, i) in enumerate(zip(*(x.tolist() for x in per_step))))
+
+
 @torch.no_grad()
 def predicted_rewards(tokenizer: Tokenizer, world_model: WorldModel, windows: list[TensorDictBase],
                       last_actions: Sequence[int | None] = (None,)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"2. imagined rewards ({len(dreams)} windows of {horizon} steps, the real actions): "
           f"{1000 * real.abs().ge(PAID).float().mean().item():.1f} rewards per 1,000 real steps, "
           f"{1000 * imagined.abs().ge(PAID).float().mean().item():.1f} per 1,000 imagined steps")
+    print(f"   by step after the context, real / imagined: {rewards_by_step(real, imagined)}")
     if args.png is not None:
         dream_sheet(dreams, dreamt, burn_in, args.png)
         print(f"   real (above) and imagined frames: {args.png}")

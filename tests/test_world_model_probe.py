@@ -100,6 +100,13 @@ def test_open_loop_replays_the_real_actions_after_the_context():
     assert torch.equal(dreamt[0, 3], start + 3)
 
 
+def test_rewards_by_step_counts_each_step_of_the_open_loop():
+    """Per-step rewards per 1,000 windows, of either sign, real before imagined."""
+    real = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    imagined = torch.tensor([[0.9, 0.0, 0.2], [0.0, -1.0, 0.0]])
+    assert world_model_probe.rewards_by_step(real, imagined) == "1: 500/500 2: 0/500 3: 500/0"
+
+
 @pytest.mark.parametrize("fixture", ["atari_small", "crafter_small"])
 def test_no_spread_when_the_action_cannot_matter(fixture):
     """With every action embedded alike, the last action cannot move the predicted reward."""
@@ -194,6 +201,7 @@ def test_the_command_line_on_a_run_folder(run_folder, tmp_path, capsys):
     world_model_probe.main([str(run_folder), "--windows", "5", "--png", str(tmp_path / "dreams.png")])
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith("1. reconstruction (5 windows)") and out[2].startswith("2. imagined rewards (5 windows")
+    assert out[3].startswith("   by step after the context, real / imagined: 1: ")
     assert out[-2].startswith("| rewarded | 1 |") and out[-1].startswith("| unrewarded | 5 |")
     assert (tmp_path / "dreams.png").is_file()
     with pytest.raises(SystemExit):
