@@ -55,6 +55,10 @@ def test_reinforce_loss_masks_after_the_first_end_and_spares_the_world_model(tin
     rollout[keys.MASK] = functional.mask_after_first_done(ends=ends[..., 0])
     loss = ImaginationActorCriticLoss(tiny_models.actor_critic, ActorCriticLossConfig())
     out = loss(rollout)
+    # the signal metrics count the steps up to the first end only: row 0 has one
+    reward, mask = rollout["next", keys.REWARD][..., 0].abs(), rollout[keys.MASK]
+    torch.testing.assert_close(out["imagined_reward_abs"], reward[mask].mean())
+    assert out["advantage_abs"] >= 0
     total = out["loss_actions"] + out["loss_values"] + out["loss_entropy"]
     total.backward()
     model, target = tiny_models.actor_critic.model, tiny_models.actor_critic.target_model
