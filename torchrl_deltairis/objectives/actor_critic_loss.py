@@ -31,8 +31,9 @@ class ImaginationActorCriticLoss(LossModule):
 
     Writes ``loss_actions``, ``loss_values``, ``loss_entropy`` (sum them to train) and the detached
     metrics ``policy_entropy``, ``imagined_reward_abs`` (mean |reward| per imagined step) and
-    ``advantage_abs`` (mean |λ-return − value|): the size of the signal the policy learns from. ``actor_critic_params`` / ``target_actor_critic_params`` hold the
-    model's and the EMA target's parameters (shared with ``actor_critic``) for ``SoftUpdate``.
+    ``advantage_abs`` (mean |λ-return − value|): the size of the signal the policy learns from.
+    ``actor_critic_params`` / ``target_actor_critic_params`` hold the model's and the EMA target's
+    parameters (shared with ``actor_critic``) for ``SoftUpdate``.
     """
 
     @dataclass
@@ -88,8 +89,8 @@ class ImaginationActorCriticLoss(LossModule):
         else:
             per_step = (value_logits[..., 0] - returns).pow(2)
         entropy = functional.masked_step_mean(dist.entropy(), mask)
-        # what the policy learns from: the imagined rewards' size and the advantages' (an entropy bonus
-        # larger than entropy_weight x log(num_actions) / advantage_abs outweighs them)
+        # the size of the policy's learning signal, to read next to the entropy bonus: where the
+        # imagined rewards and the advantages shrink, the bonus alone moves the policy (towards uniform)
         reward = td.get(("next", k.reward))[..., 0]
         return TensorDict(loss_actions=loss_actions, loss_values=functional.masked_step_mean(per_step, mask),
                           loss_entropy=-self.config.entropy_weight * entropy, policy_entropy=entropy.detach(),
